@@ -1,0 +1,7 @@
+//! secretscope: keeps Secrets access scoped to tenancy namespaces.
+//!
+//! Layout, inside out: [`rbac`] is the pure engine; [`policy`] turns configuration into engine
+//! options; [`admission`] translates AdmissionReviews to engine calls; [`manifest`] reads
+//! manifests for `check` and standalone state; [`server`] serves HTTPS; [`cli`] is the edge.
+
+pub mod rbac;

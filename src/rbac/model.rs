@@ -1,0 +1,321 @@
+//! The subset of `rbac.authorization.k8s.io/v1` that the engine needs, decoded straight from
+//! request or manifest JSON. Fields the decision does not use (managedFields, status, ...) are
+//! skipped by serde rather than materialised, which keeps the admission hot path allocation-light.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// `null` and absent both mean "empty", as in the Go types (`omitempty` slices and maps).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One entry of `.rules`, as the authorizer reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub verbs: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub api_groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub resource_names: Vec<String>,
+    #[serde(
+        default,
+        rename = "nonResourceURLs",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub non_resource_urls: Vec<String>,
+}
+
+impl fmt::Display for PolicyRule {
+    /// `(apiGroups [""], resources ["*"], verbs ["get","list"])`: the shape kubectl users know.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list(items: &[String]) -> String {
+            serde_json::to_string(items).unwrap_or_default()
+        }
+        let mut parts = Vec::new();
+        if !self.non_resource_urls.is_empty() {
+            parts.push(format!("nonResourceURLs {}", list(&self.non_resource_urls)));
+        } else {
+            parts.push(format!("apiGroups {}", list(&self.api_groups)));
+            parts.push(format!("resources {}", list(&self.resources)));
+            if !self.resource_names.is_empty() {
+                parts.push(format!("resourceNames {}", list(&self.resource_names)));
+            }
+        }
+        parts.push(format!("verbs {}", list(&self.verbs)));
+        write!(f, "({})", parts.join(", "))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregationRule {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cluster_role_selectors: Vec<LabelSelector>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRole {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rules: Vec<PolicyRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation_rule: Option<AggregationRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rules: Vec<PolicyRule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRef {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub api_group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&*self.kind, &self.namespace) {
+            ("ServiceAccount", Some(ns)) => write!(f, "ServiceAccount \"{ns}/{}\"", self.name),
+            (kind, _) => write!(f, "{kind} \"{}\"", self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoleBinding {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub role_ref: RoleRef,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub subjects: Vec<Subject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBinding {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub role_ref: RoleRef,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub subjects: Vec<Subject>,
+}
+
+/// The four RBAC kinds secretscope judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum RbacKind {
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+}
+
+impl RbacKind {
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "ClusterRole" => Self::ClusterRole,
+            "ClusterRoleBinding" => Self::ClusterRoleBinding,
+            "Role" => Self::Role,
+            "RoleBinding" => Self::RoleBinding,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterRole => "ClusterRole",
+            Self::ClusterRoleBinding => "ClusterRoleBinding",
+            Self::Role => "Role",
+            Self::RoleBinding => "RoleBinding",
+        }
+    }
+}
+
+impl fmt::Display for RbacKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RbacObject {
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
+}
+
+impl RbacObject {
+    /// Decodes one object of a known kind from any serde source (request JSON, manifest value).
+    pub fn decode<'de, D: Deserializer<'de>>(kind: RbacKind, d: D) -> Result<Self, D::Error> {
+        Ok(match kind {
+            RbacKind::ClusterRole => Self::ClusterRole(ClusterRole::deserialize(d)?),
+            RbacKind::ClusterRoleBinding => {
+                Self::ClusterRoleBinding(ClusterRoleBinding::deserialize(d)?)
+            }
+            RbacKind::Role => Self::Role(Role::deserialize(d)?),
+            RbacKind::RoleBinding => Self::RoleBinding(RoleBinding::deserialize(d)?),
+        })
+    }
+
+    pub fn kind(&self) -> RbacKind {
+        match self {
+            Self::ClusterRole(_) => RbacKind::ClusterRole,
+            Self::ClusterRoleBinding(_) => RbacKind::ClusterRoleBinding,
+            Self::Role(_) => RbacKind::Role,
+            Self::RoleBinding(_) => RbacKind::RoleBinding,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Self::ClusterRole(o) => &o.metadata,
+            Self::ClusterRoleBinding(o) => &o.metadata,
+            Self::Role(o) => &o.metadata,
+            Self::RoleBinding(o) => &o.metadata,
+        }
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        let meta = self.metadata();
+        ObjectRef {
+            kind: self.kind(),
+            name: meta.name.clone(),
+            namespace: match self.kind() {
+                RbacKind::Role | RbacKind::RoleBinding => meta.namespace.clone(),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Names an object in findings: `ClusterRoleBinding "x"`, `Role "ns/x"`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub kind: RbacKind,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} \"{ns}/{}\"", self.kind, self.name),
+            None => write!(f, "{} \"{}\"", self.kind, self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nulls_and_missing_fields_mean_empty() {
+        let cr: ClusterRole = serde_json::from_str(
+            r#"{"metadata":{"name":"x","labels":null,"managedFields":[{"a":1}]},
+                "rules":[{"verbs":["get"],"apiGroups":null,"resources":["secrets"],"resourceNames":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cr.metadata.name, "x");
+        assert!(cr.metadata.labels.is_empty());
+        assert!(cr.rules[0].api_groups.is_empty());
+        assert!(cr.aggregation_rule.is_none());
+    }
+
+    #[test]
+    fn rule_display_matches_manifest_shape() {
+        let rule = PolicyRule {
+            verbs: vec!["get".into(), "list".into()],
+            api_groups: vec!["".into()],
+            resources: vec!["*".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            rule.to_string(),
+            r#"(apiGroups [""], resources ["*"], verbs ["get","list"])"#
+        );
+    }
+
+    #[test]
+    fn unknown_selector_operator_is_a_decode_error() {
+        let err = serde_json::from_str::<LabelSelector>(
+            r#"{"matchExpressions":[{"key":"a","operator":"Like"}]}"#,
+        );
+        assert!(err.is_err());
+    }
+}

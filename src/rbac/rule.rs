@@ -1,0 +1,212 @@
+//! `RuleAllows` exactly as the Kubernetes RBAC authorizer evaluates it
+//! (`plugin/pkg/auth/authorizer/rbac/rbac.go` and `pkg/apis/rbac/v1/evaluation_helpers.go`).
+//! All comparisons are case-sensitive string equality; `*` is the only wildcard, except the
+//! `*/subresource` form in resources and a trailing `*` in nonResourceURLs.
+
+use super::model::PolicyRule;
+
+const ALL: &str = "*";
+
+/// The attributes of one resource request, as the authorizer sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceRequest<'a> {
+    pub verb: &'a str,
+    pub api_group: &'a str,
+    pub resource: &'a str,
+    /// Empty for the resource itself.
+    pub subresource: &'a str,
+    /// Empty when the request names no object (create, list, watch and deletecollection
+    /// without a `metadata.name` field selector).
+    pub name: &'a str,
+}
+
+impl<'a> ResourceRequest<'a> {
+    pub const fn new(verb: &'a str, api_group: &'a str, resource: &'a str) -> Self {
+        Self {
+            verb,
+            api_group,
+            resource,
+            subresource: "",
+            name: "",
+        }
+    }
+
+    pub const fn subresource(mut self, subresource: &'a str) -> Self {
+        self.subresource = subresource;
+        self
+    }
+
+    pub const fn named(mut self, name: &'a str) -> Self {
+        self.name = name;
+        self
+    }
+}
+
+pub fn verb_matches(rule: &PolicyRule, verb: &str) -> bool {
+    rule.verbs.iter().any(|v| v == ALL || v == verb)
+}
+
+pub fn api_group_matches(rule: &PolicyRule, group: &str) -> bool {
+    rule.api_groups.iter().any(|g| g == ALL || g == group)
+}
+
+/// `resource` alone, `resource/subresource` exactly, or `*/subresource` for any resource's
+/// subresource. `secrets/*` is not special: it only matches a subresource literally named `*`.
+pub fn resource_matches(rule: &PolicyRule, resource: &str, subresource: &str) -> bool {
+    rule.resources.iter().any(|r| {
+        if r == ALL {
+            return true;
+        }
+        if subresource.is_empty() {
+            return r == resource;
+        }
+        let exact = r.len() == resource.len() + 1 + subresource.len()
+            && r.starts_with(resource)
+            && r.as_bytes()[resource.len()] == b'/'
+            && r.ends_with(subresource);
+        exact || r.strip_prefix("*/") == Some(subresource)
+    })
+}
+
+/// An empty `resourceNames` allows every name; otherwise the request must name one of them,
+/// so a named rule never allows requests without a name (create, plain list/watch, deletecollection).
+pub fn resource_name_matches(rule: &PolicyRule, name: &str) -> bool {
+    rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| n == name)
+}
+
+/// Exact match, `*`, or a prefix match for a rule URL ending in `*` (every trailing `*` is
+/// trimmed, as Go's `strings.TrimRight` does).
+pub fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
+    rule.non_resource_urls.iter().any(|u| {
+        u == ALL
+            || u == path
+            || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
+    })
+}
+
+pub fn rule_allows(rule: &PolicyRule, req: &ResourceRequest<'_>) -> bool {
+    verb_matches(rule, req.verb)
+        && api_group_matches(rule, req.api_group)
+        && resource_matches(rule, req.resource, req.subresource)
+        && resource_name_matches(rule, req.name)
+}
+
+pub fn rule_allows_non_resource(rule: &PolicyRule, verb: &str, path: &str) -> bool {
+    verb_matches(rule, verb) && non_resource_url_matches(rule, path)
+}
+
+/// How a rule covers a request whose name is left open: for every name, for the names it lists,
+/// or not at all. This is `rule_allows` quantified over names, used to ask "does this rule grant
+/// `get secrets`" without picking a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameCoverage {
+    None,
+    Named,
+    All,
+}
+
+pub fn name_coverage(rule: &PolicyRule, req: &ResourceRequest<'_>) -> NameCoverage {
+    if !(verb_matches(rule, req.verb)
+        && api_group_matches(rule, req.api_group)
+        && resource_matches(rule, req.resource, req.subresource))
+    {
+        return NameCoverage::None;
+    }
+    if rule.resource_names.is_empty() {
+        NameCoverage::All
+    } else if verb_can_name(req.verb) {
+        NameCoverage::Named
+    } else {
+        NameCoverage::None
+    }
+}
+
+/// Verbs whose requests never carry an object name, so `resourceNames` can never match them.
+/// list and watch can: `--field-selector metadata.name=x` sets the name attribute.
+pub fn verb_can_name(verb: &str) -> bool {
+    !matches!(verb, "create" | "deletecollection")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        PolicyRule {
+            verbs: s(verbs),
+            api_groups: s(groups),
+            resources: s(resources),
+            resource_names: s(names),
+            non_resource_urls: vec![],
+        }
+    }
+
+    fn secrets(verb: &str) -> ResourceRequest<'_> {
+        ResourceRequest::new(verb, "", "secrets")
+    }
+
+    #[test]
+    fn table() {
+        // (rule, request, allowed, why)
+        let cases: Vec<(PolicyRule, ResourceRequest, bool, &str)> = vec![
+            (rule(&["get"], &[""], &["secrets"], &[]), secrets("get"), true, "exact"),
+            (rule(&["*"], &[""], &["secrets"], &[]), secrets("delete"), true, "verb wildcard"),
+            (rule(&["get"], &["*"], &["secrets"], &[]), secrets("get"), true, "group wildcard"),
+            (rule(&["get"], &[""], &["*"], &[]), secrets("get"), true, "resource wildcard"),
+            (rule(&["get"], &["apps"], &["secrets"], &[]), secrets("get"), false, "wrong group"),
+            (rule(&["get"], &[], &["secrets"], &[]), secrets("get"), false, "no group"),
+            (rule(&["get"], &[""], &["Secrets"], &[]), secrets("get"), false, "case"),
+            (rule(&["GET"], &[""], &["secrets"], &[]), secrets("get"), false, "verb case"),
+            (rule(&["get"], &[""], &["secret"], &[]), secrets("get"), false, "singular"),
+            (rule(&["get"], &[""], &["secrets/*"], &[]), secrets("get"), false, "secrets/* literal"),
+            (rule(&["get"], &[""], &["*/*"], &[]), secrets("get"), false, "*/* needs subresource"),
+            (rule(&["get"], &[""], &["secrets/status"], &[]), secrets("get"), false, "subresource"),
+            (rule(&["get"], &[""], &["secrets"], &[]), secrets("get").subresource("status"), false, "resource is not its subresource"),
+            (rule(&["get"], &[""], &["secrets/status"], &[]), secrets("get").subresource("status"), true, "exact subresource"),
+            (rule(&["get"], &[""], &["*/status"], &[]), secrets("get").subresource("status"), true, "*/subresource"),
+            (rule(&["get"], &[""], &["*/status"], &[]), secrets("get").subresource("statusx"), false, "*/sub exact length"),
+            (rule(&["get"], &[""], &["*/tatus"], &[]), secrets("get").subresource("status"), false, "*/sub not suffix"),
+            (rule(&["get"], &[""], &["*"], &[]), secrets("get").subresource("status"), true, "* covers subresources"),
+            (rule(&["create"], &[""], &["pods/exec"], &[]), ResourceRequest::new("create", "", "pods").subresource("exec"), true, "pods/exec"),
+            (rule(&["get"], &[""], &["podsx/exec"], &[]), ResourceRequest::new("get", "", "pods").subresource("exec"), false, "prefix only"),
+            (rule(&["get"], &[""], &["secrets"], &["a"]), secrets("get").named("a"), true, "named"),
+            (rule(&["get"], &[""], &["secrets"], &["a"]), secrets("get").named("b"), false, "other name"),
+            (rule(&["list"], &[""], &["secrets"], &["a"]), secrets("list"), false, "named list without name"),
+            (rule(&["get"], &[""], &["secrets"], &[]), secrets("get").named("z"), true, "no names = all"),
+        ];
+        for (r, req, want, why) in cases {
+            assert_eq!(rule_allows(&r, &req), want, "{why}: {r} vs {req:?}");
+        }
+    }
+
+    #[test]
+    fn non_resource_urls() {
+        let r = PolicyRule {
+            verbs: vec!["get".into()],
+            non_resource_urls: vec!["/healthz".into(), "/api/*".into(), "/logs**".into()],
+            ..Default::default()
+        };
+        assert!(rule_allows_non_resource(&r, "get", "/healthz"));
+        assert!(!rule_allows_non_resource(&r, "get", "/healthz/etcd"));
+        assert!(rule_allows_non_resource(&r, "get", "/api/v1"));
+        assert!(rule_allows_non_resource(&r, "get", "/api/"));
+        assert!(!rule_allows_non_resource(&r, "get", "/api"));
+        assert!(rule_allows_non_resource(&r, "get", "/logs/x"), "all trailing * trimmed");
+        assert!(!rule_allows_non_resource(&r, "post", "/healthz"));
+        // A resource rule never allows a non-resource request and vice versa.
+        let res = rule(&["get"], &["*"], &["*"], &[]);
+        assert!(!rule_allows_non_resource(&res, "get", "/healthz"));
+    }
+
+    #[test]
+    fn name_coverage_of_collection_verbs() {
+        let named = rule(&["*"], &[""], &["secrets"], &["a"]);
+        assert_eq!(name_coverage(&named, &secrets("get")), NameCoverage::Named);
+        assert_eq!(name_coverage(&named, &secrets("list")), NameCoverage::Named);
+        assert_eq!(name_coverage(&named, &secrets("create")), NameCoverage::None);
+        assert_eq!(name_coverage(&named, &secrets("deletecollection")), NameCoverage::None);
+        let all = rule(&["*"], &[""], &["secrets"], &[]);
+        assert_eq!(name_coverage(&all, &secrets("create")), NameCoverage::All);
+    }
+}

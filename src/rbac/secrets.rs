@@ -1,0 +1,261 @@
+//! `SecretsAccess`: which verbs on core `secrets` a set of rules grants, and for which names.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+
+use super::effective::{EffectiveRules, SourcedRule};
+use super::rule::{name_coverage, NameCoverage, ResourceRequest};
+
+/// The verbs that touch Secret contents. Reads exfiltrate; writes tamper, and every write
+/// response carries the stored object back, so a write verb leaks contents too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretsVerb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    #[serde(rename = "deletecollection")]
+    DeleteCollection,
+}
+
+impl SecretsVerb {
+    pub const ALL: [SecretsVerb; 8] = [
+        Self::Get,
+        Self::List,
+        Self::Watch,
+        Self::Create,
+        Self::Update,
+        Self::Patch,
+        Self::Delete,
+        Self::DeleteCollection,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::DeleteCollection => "deletecollection",
+        }
+    }
+
+    pub fn is_read(self) -> bool {
+        matches!(self, Self::Get | Self::List | Self::Watch)
+    }
+
+    pub fn parse(verb: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == verb)
+    }
+}
+
+impl fmt::Display for SecretsVerb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one verb reaches: every Secret, or only the named ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    All,
+    Named(BTreeSet<String>),
+}
+
+/// Secrets access granted by a rule set, with the rules that grant it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretsAccess {
+    grants: Vec<(SecretsVerb, Reach)>,
+    /// Indices into the evaluated `EffectiveRules` of the rules granting any of it.
+    pub granting_rules: Vec<usize>,
+}
+
+impl SecretsAccess {
+    pub fn of(rules: &EffectiveRules<'_>) -> Self {
+        let mut access = Self::default();
+        let mut granting = BTreeSet::new();
+        for verb in SecretsVerb::ALL {
+            let req = ResourceRequest::new(verb.as_str(), "", "secrets");
+            let mut reach: Option<Reach> = None;
+            for (i, SourcedRule { rule, .. }) in rules.iter().enumerate() {
+                match name_coverage(rule, &req) {
+                    NameCoverage::None => continue,
+                    NameCoverage::All => reach = Some(Reach::All),
+                    NameCoverage::Named => match &mut reach {
+                        Some(Reach::All) => {}
+                        Some(Reach::Named(names)) => names.extend(rule.resource_names.clone()),
+                        None => {
+                            reach = Some(Reach::Named(rule.resource_names.iter().cloned().collect()))
+                        }
+                    },
+                }
+                granting.insert(i);
+            }
+            if let Some(reach) = reach {
+                access.grants.push((verb, reach));
+            }
+        }
+        access.granting_rules = granting.into_iter().collect();
+        access
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    pub fn grants(&self) -> &[(SecretsVerb, Reach)] {
+        &self.grants
+    }
+
+    pub fn verbs(&self) -> Vec<SecretsVerb> {
+        self.grants.iter().map(|(v, _)| *v).collect()
+    }
+
+    pub fn reach(&self, verb: SecretsVerb) -> Option<&Reach> {
+        self.grants.iter().find(|(v, _)| *v == verb).map(|(_, r)| r)
+    }
+
+    /// True when every granted verb is limited to named Secrets.
+    pub fn named_only(&self) -> bool {
+        !self.is_empty() && self.grants.iter().all(|(_, r)| matches!(r, Reach::Named(_)))
+    }
+
+    /// Every name a named grant is limited to.
+    pub fn names(&self) -> BTreeSet<&str> {
+        self.grants
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Reach::Named(n) => Some(n.iter().map(String::as_str)),
+                Reach::All => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+impl fmt::Display for SecretsAccess {
+    /// `read of Secrets (get, list)`, `read and write of Secrets (get, update; ...)`, with named
+    /// grants spelled out: `write of Secrets named "a" (update)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (all, named): (Vec<_>, Vec<_>) =
+            self.grants.iter().partition(|(_, r)| matches!(r, Reach::All));
+        let mut parts = Vec::new();
+        if !all.is_empty() {
+            parts.push(describe(all.iter().map(|(v, _)| *v), None));
+        }
+        if !named.is_empty() {
+            let names = self.names();
+            parts.push(describe(named.iter().map(|(v, _)| *v), Some(&names)));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+fn describe(verbs: impl Iterator<Item = SecretsVerb>, names: Option<&BTreeSet<&str>>) -> String {
+    let verbs: Vec<SecretsVerb> = verbs.collect();
+    let reads = verbs.iter().any(|v| v.is_read());
+    let writes = verbs.iter().any(|v| !v.is_read());
+    let what = match (reads, writes) {
+        (true, true) => "read and write",
+        (true, false) => "read",
+        _ => "write",
+    };
+    let target = match names {
+        None => "Secrets".to_string(),
+        Some(names) => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+            format!("Secrets named {}", quoted.join(", "))
+        }
+    };
+    let list: Vec<&str> = verbs.iter().map(|v| v.as_str()).collect();
+    let note = if writes {
+        "; write responses return Secret data too"
+    } else {
+        ""
+    };
+    format!("{what} of {target} ({}{note})", list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rbac::model::PolicyRule;
+
+    fn rules(specs: &[(&[&str], &[&str], &[&str], &[&str])]) -> Vec<PolicyRule> {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        specs
+            .iter()
+            .map(|(verbs, groups, resources, names)| PolicyRule {
+                verbs: s(verbs),
+                api_groups: s(groups),
+                resources: s(resources),
+                resource_names: s(names),
+                non_resource_urls: vec![],
+            })
+            .collect()
+    }
+
+    fn access(specs: &[(&[&str], &[&str], &[&str], &[&str])]) -> SecretsAccess {
+        let r = rules(specs);
+        SecretsAccess::of(&EffectiveRules::own("r", &r))
+    }
+
+    #[test]
+    fn reads_writes_and_wildcards() {
+        let a = access(&[(&["get", "list"], &[""], &["*"], &[])]);
+        assert_eq!(a.verbs(), vec![SecretsVerb::Get, SecretsVerb::List]);
+        assert_eq!(a.to_string(), "read of Secrets (get, list)");
+
+        let a = access(&[(&["*"], &["*"], &["*"], &[])]);
+        assert_eq!(a.verbs().len(), 8);
+        assert!(a.to_string().starts_with("read and write of Secrets (get, list, watch, create"));
+
+        let a = access(&[(&["update"], &[""], &["secrets"], &[])]);
+        assert_eq!(
+            a.to_string(),
+            "write of Secrets (update; write responses return Secret data too)"
+        );
+    }
+
+    #[test]
+    fn not_secrets() {
+        assert!(access(&[(&["*"], &[""], &["secrets/status", "configmaps"], &[])]).is_empty());
+        assert!(access(&[(&["*"], &["apps"], &["secrets"], &[])]).is_empty());
+        assert!(access(&[(&["*"], &[""], &["secrets/*", "*/*"], &[])]).is_empty());
+        assert!(access(&[(&["use", "bind"], &["*"], &["*"], &[])]).is_empty());
+    }
+
+    #[test]
+    fn named_secrets() {
+        let a = access(&[(&["get", "create", "list"], &[""], &["secrets"], &["tls", "ca"])]);
+        assert!(a.named_only());
+        assert_eq!(a.verbs(), vec![SecretsVerb::Get, SecretsVerb::List]);
+        assert_eq!(a.to_string(), r#"read of Secrets named "ca", "tls" (get, list)"#);
+
+        let a = access(&[
+            (&["get"], &[""], &["secrets"], &[]),
+            (&["update"], &[""], &["secrets"], &["tls"]),
+        ]);
+        assert!(!a.named_only());
+        assert_eq!(a.reach(SecretsVerb::Get), Some(&Reach::All));
+        assert_eq!(a.granting_rules, vec![0, 1]);
+        assert!(a.to_string().contains(r#"write of Secrets named "tls" (update"#));
+
+        // An unrestricted rule subsumes a named one for the same verb.
+        let a = access(&[
+            (&["get"], &[""], &["secrets"], &["x"]),
+            (&["get"], &[""], &["secrets"], &[]),
+        ]);
+        assert_eq!(a.reach(SecretsVerb::Get), Some(&Reach::All));
+    }
+}

@@ -1,0 +1,188 @@
+//! `ClusterState`: an immutable view of the cluster's RBAC objects, indexed for the questions
+//! the engine asks (role by name, bindings by role, aggregating roles). Built once per change,
+//! read by every review without locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::builtin;
+use super::model::{ClusterRole, ClusterRoleBinding, RbacObject, Role, RoleBinding};
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    cluster_roles: HashMap<String, Arc<ClusterRole>>,
+    cluster_role_bindings: HashMap<String, Arc<ClusterRoleBinding>>,
+    /// ClusterRoleBindings by the ClusterRole they reference.
+    bindings_by_role: HashMap<String, Vec<Arc<ClusterRoleBinding>>>,
+    roles: HashMap<(String, String), Arc<Role>>,
+    role_bindings: HashMap<(String, String), Arc<RoleBinding>>,
+}
+
+fn namespaced_key(meta: &super::model::ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone())
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ClusterRoles every Kubernetes cluster has (cluster-admin, admin, edit, view and the
+    /// aggregation roles they draw on), for judging manifests offline.
+    pub fn with_builtins() -> Self {
+        let mut state = Self::new();
+        for role in builtin::cluster_roles() {
+            state.insert(RbacObject::ClusterRole(role));
+        }
+        state
+    }
+
+    pub fn from_objects(objects: impl IntoIterator<Item = RbacObject>) -> Self {
+        let mut state = Self::new();
+        state.extend(objects);
+        state
+    }
+
+    pub fn extend(&mut self, objects: impl IntoIterator<Item = RbacObject>) {
+        for o in objects {
+            self.insert(o);
+        }
+    }
+
+    /// Adds or replaces an object (by kind, namespace and name).
+    pub fn insert(&mut self, object: RbacObject) {
+        match object {
+            RbacObject::ClusterRole(cr) => {
+                self.cluster_roles
+                    .insert(cr.metadata.name.clone(), Arc::new(cr));
+            }
+            RbacObject::ClusterRoleBinding(crb) => {
+                self.remove_cluster_role_binding(&crb.metadata.name.clone());
+                let crb = Arc::new(crb);
+                if crb.role_ref.kind == "ClusterRole" {
+                    self.bindings_by_role
+                        .entry(crb.role_ref.name.clone())
+                        .or_default()
+                        .push(crb.clone());
+                }
+                self.cluster_role_bindings
+                    .insert(crb.metadata.name.clone(), crb);
+            }
+            RbacObject::Role(r) => {
+                self.roles.insert(namespaced_key(&r.metadata), Arc::new(r));
+            }
+            RbacObject::RoleBinding(rb) => {
+                self.role_bindings
+                    .insert(namespaced_key(&rb.metadata), Arc::new(rb));
+            }
+        }
+    }
+
+    pub fn remove_cluster_role(&mut self, name: &str) {
+        self.cluster_roles.remove(name);
+    }
+
+    pub fn remove_cluster_role_binding(&mut self, name: &str) {
+        if let Some(old) = self.cluster_role_bindings.remove(name) {
+            if let Some(list) = self.bindings_by_role.get_mut(&old.role_ref.name) {
+                list.retain(|b| b.metadata.name != name);
+                if list.is_empty() {
+                    self.bindings_by_role.remove(&old.role_ref.name);
+                }
+            }
+        }
+    }
+
+    pub fn cluster_role(&self, name: &str) -> Option<&ClusterRole> {
+        self.cluster_roles.get(name).map(|r| &**r)
+    }
+
+    pub fn cluster_roles(&self) -> impl Iterator<Item = &ClusterRole> {
+        self.cluster_roles.values().map(|r| &**r)
+    }
+
+    pub fn cluster_role_bindings(&self) -> impl Iterator<Item = &ClusterRoleBinding> {
+        self.cluster_role_bindings.values().map(|r| &**r)
+    }
+
+    /// ClusterRoles with an `aggregationRule`.
+    pub fn aggregators(&self) -> impl Iterator<Item = &ClusterRole> {
+        self.cluster_roles().filter(|r| r.aggregation_rule.is_some())
+    }
+
+    /// ClusterRoleBindings whose roleRef names this ClusterRole.
+    pub fn bindings_to(&self, cluster_role: &str) -> &[Arc<ClusterRoleBinding>] {
+        self.bindings_by_role
+            .get(cluster_role)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    pub fn role(&self, namespace: &str, name: &str) -> Option<&Role> {
+        self.roles
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|r| &**r)
+    }
+
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.roles.values().map(|r| &**r)
+    }
+
+    pub fn role_bindings(&self) -> impl Iterator<Item = &RoleBinding> {
+        self.role_bindings.values().map(|r| &**r)
+    }
+
+    pub fn len(&self) -> usize {
+        self.cluster_roles.len()
+            + self.cluster_role_bindings.len()
+            + self.roles.len()
+            + self.role_bindings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rbac::model::{ObjectMeta, RoleRef};
+
+    fn crb(name: &str, role: &str) -> RbacObject {
+        RbacObject::ClusterRoleBinding(ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: vec![],
+        })
+    }
+
+    #[test]
+    fn replacing_a_binding_moves_it_between_roles() {
+        let mut s = ClusterState::new();
+        s.insert(crb("b", "one"));
+        assert_eq!(s.bindings_to("one").len(), 1);
+        s.insert(crb("b", "two"));
+        assert!(s.bindings_to("one").is_empty());
+        assert_eq!(s.bindings_to("two").len(), 1);
+        s.remove_cluster_role_binding("b");
+        assert!(s.bindings_to("two").is_empty());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn builtins_include_the_user_facing_roles() {
+        let s = ClusterState::with_builtins();
+        for name in ["cluster-admin", "admin", "edit", "view"] {
+            assert!(s.cluster_role(name).is_some(), "{name}");
+        }
+        assert!(s.cluster_role("admin").unwrap().aggregation_rule.is_some());
+    }
+}
