@@ -4,4 +4,5 @@
 //! options; [`admission`] translates AdmissionReviews to engine calls; [`manifest`] reads
 //! manifests for `check` and standalone state; [`server`] serves HTTPS; [`cli`] is the edge.
 
+pub mod manifest;
 pub mod rbac;

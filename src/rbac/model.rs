@@ -231,6 +231,35 @@ impl RbacObject {
         })
     }
 
+    /// Decodes a manifest document. `Ok(None)` for anything that is not an RBAC object, so
+    /// callers can skip Deployments and the like; any `rbac.authorization.k8s.io` version is
+    /// accepted (v1beta1 charts still circulate and mean the same).
+    pub fn from_value(value: &serde_json::Value) -> Result<Option<Self>, DecodeError> {
+        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let Some(kind) = RbacKind::from_kind(kind).filter(|_| group == RBAC_GROUP) else {
+            return Ok(None);
+        };
+        // Field paths (`rules[2].verbs[0]`) make the error actionable.
+        fn tracked<T: serde::de::DeserializeOwned>(
+            kind: RbacKind,
+            value: &serde_json::Value,
+        ) -> Result<T, DecodeError> {
+            serde_path_to_error::deserialize(value).map_err(|e| DecodeError {
+                kind,
+                path: e.path().to_string(),
+                source: e.into_inner(),
+            })
+        }
+        Ok(Some(match kind {
+            RbacKind::ClusterRole => Self::ClusterRole(tracked(kind, value)?),
+            RbacKind::ClusterRoleBinding => Self::ClusterRoleBinding(tracked(kind, value)?),
+            RbacKind::Role => Self::Role(tracked(kind, value)?),
+            RbacKind::RoleBinding => Self::RoleBinding(tracked(kind, value)?),
+        }))
+    }
+
     pub fn kind(&self) -> RbacKind {
         match self {
             Self::ClusterRole(_) => RbacKind::ClusterRole,
@@ -260,6 +289,15 @@ impl RbacObject {
             },
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {kind}: {path}: {source}")]
+pub struct DecodeError {
+    pub kind: RbacKind,
+    pub path: String,
+    #[source]
+    pub source: serde_json::Error,
 }
 
 /// Names an object in findings: `ClusterRoleBinding "x"`, `Role "ns/x"`.

@@ -1,0 +1,291 @@
+//! Reading manifests: files, directories and stdin holding multi-document YAML, JSON and `List`
+//! kinds, decoded into RBAC objects that remember where they came from. Used by `check` and by
+//! `serve --standalone --state`.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
+
+use crate::rbac::RbacObject;
+
+/// YAML 1.2 core booleans only: under YAML 1.1 a role named `y` or `no` silently becomes a bool.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
+/// Where a document came from: file, 1-based position among the stream's non-empty documents,
+/// and the line it starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub document: usize,
+    pub line: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {} (line {})", self.file, self.document, self.line)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedObject {
+    pub object: RbacObject,
+    pub origin: Origin,
+}
+
+/// A document or file that could not be read. Other documents are still loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub file: String,
+    pub document: Option<usize>,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(d) = self.document {
+            write!(f, ": document {d}")?;
+        }
+        if let Some(l) = self.line {
+            write!(f, " (line {l})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub objects: Vec<LoadedObject>,
+    pub errors: Vec<InputError>,
+    /// Raw documents that are not RBAC objects (for other readers, e.g. Azure role definitions).
+    pub other: Vec<(Origin, serde_json::Value)>,
+    pub files: usize,
+}
+
+impl Loaded {
+    fn merge(&mut self, other: Loaded) {
+        self.objects.extend(other.objects);
+        self.errors.extend(other.errors);
+        self.other.extend(other.other);
+        self.files += other.files;
+    }
+}
+
+/// Loads every path: `-` is stdin, a directory is walked for `.yaml`, `.yml` and `.json` files
+/// (sorted, so output is stable).
+pub fn load_paths(paths: &[PathBuf]) -> Loaded {
+    let mut out = Loaded::default();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(_) => out.merge(parse_stream(&text, "<stdin>", false)),
+                Err(e) => out.errors.push(file_error("<stdin>", e)),
+            }
+        } else if path.is_dir() {
+            let mut files = Vec::new();
+            if let Err(e) = walk(path, &mut files) {
+                out.errors.push(file_error(&path.display().to_string(), e));
+            }
+            files.sort();
+            for f in files {
+                out.merge(load_file(&f));
+            }
+        } else {
+            out.merge(load_file(path));
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, files)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn file_error(file: &str, e: impl fmt::Display) -> InputError {
+    InputError {
+        file: file.to_string(),
+        document: None,
+        line: None,
+        message: e.to_string(),
+    }
+}
+
+pub fn load_file(path: &Path) -> Loaded {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let json = path.extension().and_then(|e| e.to_str()) == Some("json");
+            parse_stream(&text, &name, json)
+        }
+        Err(e) => Loaded {
+            errors: vec![file_error(&name, e)],
+            files: 1,
+            ..Default::default()
+        },
+    }
+}
+
+/// Parses one stream. JSON files go through serde_json for its exact errors; everything else
+/// (stdin included) through the YAML parser, which reads JSON too.
+pub fn parse_stream(text: &str, file: &str, json: bool) -> Loaded {
+    let mut out = Loaded {
+        files: 1,
+        ..Default::default()
+    };
+    let docs: Vec<(u64, serde_json::Value)> = if json {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => vec![(1, v)],
+            Err(e) => {
+                out.errors.push(InputError {
+                    file: file.to_string(),
+                    document: Some(1),
+                    line: Some(e.line() as u64),
+                    message: format!("invalid JSON: {e}"),
+                });
+                return out;
+            }
+        }
+    } else {
+        match serde_saphyr::from_multiple_with_options::<Spanned<serde_json::Value>>(
+            text,
+            yaml_options(),
+        ) {
+            Ok(docs) => docs
+                .into_iter()
+                .map(|d| (d.referenced.line(), d.value))
+                .collect(),
+            Err(e) => {
+                out.errors.push(InputError {
+                    file: file.to_string(),
+                    document: None,
+                    line: None,
+                    message: format!("invalid YAML: {e}"),
+                });
+                return out;
+            }
+        }
+    };
+    for (i, (line, value)) in docs.into_iter().enumerate() {
+        let origin = Origin {
+            file: file.to_string(),
+            document: i + 1,
+            line,
+        };
+        decode_document(value, &origin, &mut out);
+    }
+    out
+}
+
+/// One document: an RBAC object, a `List` (or `ClusterRoleList` etc.) of them, or something
+/// else, kept aside in `other`.
+fn decode_document(mut value: serde_json::Value, origin: &Origin, out: &mut Loaded) {
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    if kind.ends_with("List") {
+        if let Some(serde_json::Value::Array(items)) = value.get_mut("items").map(std::mem::take) {
+            let api_version = value.get("apiVersion").cloned();
+            let item_kind = kind.trim_end_matches("List").to_string();
+            for mut item in items {
+                // Items of typed lists (ClusterRoleList) carry no kind/apiVersion of their own.
+                if let serde_json::Value::Object(map) = &mut item {
+                    if !map.contains_key("kind") && !item_kind.is_empty() {
+                        map.insert("kind".into(), item_kind.clone().into());
+                    }
+                    if let (false, Some(v)) = (map.contains_key("apiVersion"), &api_version) {
+                        map.insert("apiVersion".into(), v.clone());
+                    }
+                }
+                decode_document(item, origin, out);
+            }
+            return;
+        }
+    }
+    match RbacObject::from_value(&value) {
+        Ok(Some(object)) => out.objects.push(LoadedObject {
+            object,
+            origin: origin.clone(),
+        }),
+        Ok(None) => out.other.push((origin.clone(), value)),
+        Err(e) => out.errors.push(InputError {
+            file: origin.file.clone(),
+            document: Some(origin.document),
+            line: Some(origin.line),
+            message: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_with_lists_and_other_kinds() {
+        let text = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: sa}
+---
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: rbac.authorization.k8s.io/v1
+  kind: ClusterRole
+  metadata: {name: y}
+  rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBindingList
+items:
+- metadata: {name: x}
+  roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: no}
+"#;
+        let loaded = parse_stream(text, "t.yaml", false);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        assert_eq!(loaded.objects.len(), 2);
+        assert_eq!(loaded.other.len(), 1);
+        assert_eq!(loaded.objects[0].object.metadata().name, "y", "`y` stays a string");
+        assert_eq!(loaded.objects[0].origin.document, 2);
+        match &loaded.objects[1].object {
+            RbacObject::ClusterRoleBinding(b) => assert_eq!(b.role_ref.name, "no"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_document_line_and_field() {
+        let text = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: a}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: b}\nrules: [{verbs: get}]\n";
+        let loaded = parse_stream(text, "bad.yaml", false);
+        assert_eq!(loaded.objects.len(), 1, "the good document is kept");
+        let e = &loaded.errors[0];
+        assert_eq!((e.document, e.line), (Some(2), Some(5)));
+        assert!(e.to_string().starts_with("bad.yaml: document 2 (line 5): invalid ClusterRole: rules[0].verbs:"), "{e}");
+    }
+
+    #[test]
+    fn broken_yaml_is_an_error_not_a_panic() {
+        for text in ["a: [", "\t- x: y\n  z", "key: 'unterminated", "*anchor", "{{{{"] {
+            let loaded = parse_stream(text, "broken.yaml", false);
+            assert_eq!(loaded.errors.len(), 1, "{text:?}");
+        }
+        let loaded = parse_stream("{\"kind\": ", "broken.json", true);
+        assert!(loaded.errors[0].message.starts_with("invalid JSON"));
+    }
+}
