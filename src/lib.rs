@@ -4,5 +4,9 @@
 //! options; [`admission`] translates AdmissionReviews to engine calls; [`manifest`] reads
 //! manifests for `check` and standalone state; [`server`] serves HTTPS; [`cli`] is the edge.
 
+pub mod admission;
+pub mod cli;
 pub mod manifest;
+pub mod policy;
 pub mod rbac;
+pub mod server;

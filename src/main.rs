@@ -1,1 +1,27 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use secretscope::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Check(args) => cli::check::run(&args),
+        Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(cli::serve::run(args)))
+            .map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // `check` reserves 2 for input errors; any fatal error is one.
+            eprintln!("secretscope: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -23,7 +23,9 @@ mod tests {
             .into_iter()
             .map(|r| r.metadata.name)
             .collect();
-        assert_eq!(names.len(), 7, "{names:?}");
-        assert!(names.contains(&"system:aggregate-to-edit".to_string()));
+        assert_eq!(names.len(), 64, "{names:?}");
+        for want in ["cluster-admin", "system:aggregate-to-edit", "system:auth-delegator", "system:controller:namespace-controller"] {
+            assert!(names.iter().any(|n| n == want), "{want}");
+        }
     }
 }

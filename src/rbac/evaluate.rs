@@ -291,11 +291,12 @@ fn cluster_role(cr: &ClusterRole, state: &ClusterState, opts: &EvalOptions) -> V
                 dedup(granting.iter().map(|(p, _)| p.binding.metadata.name.clone()));
             for open in indirect_routes(&rules) {
                 let mut f = g.route(&open, severity, Scope::ClusterWide);
+                let (action, why) = open.route.describe();
                 f.message = format!(
-                    "secretscope: {} lets {} {} in every namespace, an indirect route to Secrets, through ClusterRoleBinding {} {}",
+                    "secretscope: {} lets {} {action}{} cluster-wide through ClusterRoleBinding {}, {why}: an indirect route to Secrets {}",
                     g.object,
                     describe_subjects(&subjects),
-                    open.route.describe(),
+                    only_named(&open),
                     quoted(bindings.iter().map(String::as_str)),
                     g.via(&f),
                 );
@@ -378,11 +379,12 @@ fn cluster_role_binding(
     if let (Some(severity), false) = (opts.route_severity(), subjects.is_empty()) {
         for open in indirect_routes(&rules) {
             let mut f = g.route(&open, severity, Scope::ClusterWide);
+            let (action, why) = open.route.describe();
             f.message = format!(
-                "secretscope: {} lets {} {} in every namespace, an indirect route to Secrets, {}",
+                "secretscope: {} lets {} {action}{} cluster-wide, {why}: an indirect route to Secrets {}",
                 g.object,
                 describe_subjects(&subjects),
-                open.route.describe(),
+                only_named(&open),
                 g.via(&f)
             );
             f.subjects = subjects.clone();
@@ -448,6 +450,13 @@ fn role_binding(rb: &RoleBinding, state: &ClusterState, object: ObjectRef) -> Ve
         };
         let rules = EffectiveRules::own(name, &role.rules);
         namespaced(object, "Role", name, &rules, &rb.subjects)
+    }
+}
+
+fn only_named(open: &OpenRoute) -> String {
+    match &open.only_named {
+        Some(names) => format!(" (only those named {})", quoted(names.iter().map(String::as_str))),
+        None => String::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Indirect routes to Secrets: permissions that are not Secrets access themselves but let their
 //! holder obtain it when granted cluster-wide.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
@@ -139,18 +140,19 @@ impl IndirectRoute {
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    /// What the grant lets its holder do, and why that reaches Secrets.
+    pub fn describe(self) -> (&'static str, &'static str) {
         match self {
-            Self::Workloads => "create or change pods and pod-creating workloads, which can mount any Secret of their namespace",
-            Self::PodExec => "exec into pods (pods/exec), reading their mounted Secrets",
-            Self::PodAttach => "attach to pods (pods/attach)",
-            Self::NodeProxy => "reach the kubelet API (nodes/proxy), which runs commands in any pod",
-            Self::Impersonate => "impersonate users, groups or service accounts",
-            Self::EscalateOrBind => "escalate or bind any role (no resourceNames), granting itself Secrets access",
-            Self::ServiceAccountToken => "mint tokens for any service account (serviceaccounts/token)",
-            Self::WebhookConfigurations => "write admission webhook configurations, which see every Secret written",
-            Self::ApproveCsr => "approve certificate signing requests, minting client certificates",
-            Self::RbacWildcard => "use every verb (\"*\") on RBAC objects",
+            Self::Workloads => ("create or change pods and pod-creating workloads", "which can mount any Secret of their namespace"),
+            Self::PodExec => ("exec into pods (pods/exec)", "reading the Secrets they mount"),
+            Self::PodAttach => ("attach to pods (pods/attach)", "reading what they print of their Secrets"),
+            Self::NodeProxy => ("reach the kubelet API (nodes/proxy)", "which runs commands in any pod"),
+            Self::Impersonate => ("impersonate users, groups or service accounts", "taking on their Secrets access"),
+            Self::EscalateOrBind => ("escalate or bind any role (no resourceNames)", "granting itself Secrets access"),
+            Self::ServiceAccountToken => ("mint service account tokens (serviceaccounts/token)", "acting as any service account"),
+            Self::WebhookConfigurations => ("write admission webhook configurations", "which can be pointed at every Secret written"),
+            Self::ApproveCsr => ("approve certificate signing requests", "minting client certificates for any identity"),
+            Self::RbacWildcard => ("use every verb (\"*\") on RBAC objects", "escalate and bind included"),
         }
     }
 }
@@ -166,30 +168,43 @@ impl fmt::Display for IndirectRoute {
 pub struct OpenRoute {
     pub route: IndirectRoute,
     pub rules: Vec<usize>,
+    /// Set when every opening rule is limited by `resourceNames`: the objects it is limited to.
+    pub only_named: Option<BTreeSet<String>>,
 }
 
 pub fn indirect_routes(rules: &EffectiveRules<'_>) -> Vec<OpenRoute> {
     IndirectRoute::ALL
         .into_iter()
         .filter_map(|route| {
-            let opening: Vec<usize> = rules
-                .iter()
-                .enumerate()
-                .filter(|(_, sr)| {
-                    route.probes().iter().any(|&(verb, group, resource, sub)| {
+            let mut opening = Vec::new();
+            let mut all_names = false;
+            let mut names = BTreeSet::new();
+            for (i, sr) in rules.iter().enumerate() {
+                let coverage = route
+                    .probes()
+                    .iter()
+                    .map(|&(verb, group, resource, sub)| {
                         let req = ResourceRequest::new(verb, group, resource).subresource(sub);
-                        match name_coverage(sr.rule, &req) {
-                            NameCoverage::All => true,
-                            NameCoverage::Named => route.named_counts(),
-                            NameCoverage::None => false,
-                        }
+                        name_coverage(sr.rule, &req)
                     })
-                })
-                .map(|(i, _)| i)
-                .collect();
+                    .max_by_key(|c| match c {
+                        NameCoverage::None => 0,
+                        NameCoverage::Named => 1,
+                        NameCoverage::All => 2,
+                    });
+                match coverage {
+                    Some(NameCoverage::All) => all_names = true,
+                    Some(NameCoverage::Named) if route.named_counts() => {
+                        names.extend(sr.rule.resource_names.iter().cloned())
+                    }
+                    _ => continue,
+                }
+                opening.push(i);
+            }
             (!opening.is_empty()).then_some(OpenRoute {
                 route,
                 rules: opening,
+                only_named: (!all_names).then_some(names),
             })
         })
         .collect()

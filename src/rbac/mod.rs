@@ -20,7 +20,7 @@ pub use evaluate::{
 pub use finding::{Finding, Route, RuleRef, Scope, Severity};
 pub use indirect::IndirectRoute;
 pub use model::{
-    ClusterRole, ClusterRoleBinding, ObjectRef, PolicyRule, RbacKind, RbacObject, Role,
+    ClusterRole, ClusterRoleBinding, ObjectRef, PolicyRule, RbacKind, RbacObject, Role, RBAC_GROUP,
     RoleBinding, Subject,
 };
 pub use secrets::{Reach, SecretsAccess, SecretsVerb};

@@ -1,0 +1,226 @@
+//! `admission.k8s.io/v1` AdmissionReview, decoded into borrowed structs: only what the decision
+//! needs, with the object left as raw JSON until its kind is known. No generic JSON tree is
+//! built on this path (see DESIGN.md, quality bars).
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview<'a> {
+    #[serde(borrow, default)]
+    pub api_version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub request: Option<AdmissionRequest<'a>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GroupVersionKind<'a> {
+    #[serde(borrow, default)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UserInfo<'a> {
+    #[serde(borrow, default)]
+    pub username: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest<'a> {
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: GroupVersionKind<'a>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    pub operation: Operation,
+    #[serde(borrow, default)]
+    pub user_info: UserInfo<'a>,
+    #[serde(borrow, default)]
+    pub object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub old_object: Option<&'a RawValue>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not an AdmissionReview: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("apiVersion {0:?} is not supported; send admission.k8s.io/v1 (admissionReviewVersions: [v1])")]
+    ApiVersion(String),
+    #[error("kind {0:?} is not AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+}
+
+impl<'a> AdmissionReview<'a> {
+    /// Decodes and checks the envelope; the error says what is wrong with the body.
+    pub fn parse(body: &'a [u8]) -> Result<AdmissionRequest<'a>, ReviewError> {
+        let review: AdmissionReview<'a> = serde_json::from_slice(body)?;
+        if review.api_version != API_VERSION {
+            return Err(ReviewError::ApiVersion(review.api_version.into_owned()));
+        }
+        if review.kind != "AdmissionReview" {
+            return Err(ReviewError::Kind(review.kind.into_owned()));
+        }
+        review.request.ok_or(ReviewError::NoRequest)
+    }
+}
+
+/// `metav1.Status` as an AdmissionResponse carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Base64 of a JSON Patch (RFC 6902).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+}
+
+impl AdmissionResponse {
+    pub fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_string(),
+            allowed: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn deny(uid: &str, code: u16, message: String) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            403 => "Forbidden",
+            _ => "InternalError",
+        };
+        Self {
+            uid: uid.to_string(),
+            allowed: false,
+            status: Some(Status {
+                status: "Failure",
+                code,
+                reason,
+                message,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The full AdmissionReview response body.
+    pub fn to_review_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Out<'r> {
+            api_version: &'static str,
+            kind: &'static str,
+            response: &'r AdmissionResponse,
+        }
+        serde_json::to_vec(&Out {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response: self,
+        })
+        // Serialising plain strings, bools and integers cannot fail.
+        .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_envelope_and_keeps_the_object_raw() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+            "uid":"705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind":{"group":"rbac.authorization.k8s.io","version":"v1","kind":"ClusterRole"},
+            "resource":{"group":"rbac.authorization.k8s.io","version":"v1","resource":"clusterroles"},
+            "name":"x","operation":"CREATE","userInfo":{"username":"kubernetes-admin","groups":["system:masters"]},
+            "object":{"kind":"ClusterRole","metadata":{"name":"x\u0041"}},"oldObject":null,"dryRun":false,
+            "options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}}}"#;
+        let req = AdmissionReview::parse(body).unwrap();
+        assert_eq!(req.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(req.kind.kind, "ClusterRole");
+        assert_eq!(req.operation, Operation::Create);
+        assert!(req.object.unwrap().get().contains(r#""x\u0041""#));
+        assert!(req.old_object.is_none());
+    }
+
+    #[test]
+    fn envelope_errors_say_what_is_wrong() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json", "body is not an AdmissionReview"),
+            (br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Role"},"operation":"CREATE"}}"#, "admissionReviewVersions"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#, "is not AdmissionReview"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "no request"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"X"},"operation":"MERGE"}}"#, "unknown variant `MERGE`"),
+        ];
+        for (body, want) in cases {
+            let err = AdmissionReview::parse(body).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn response_shape() {
+        let json = AdmissionResponse::deny("u1", 403, "no".into()).to_review_json();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(v["response"]["uid"], "u1");
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(v["response"]["status"]["code"], 403);
+        assert_eq!(v["response"]["status"]["reason"], "Forbidden");
+        assert!(v["response"].get("warnings").is_none());
+    }
+}

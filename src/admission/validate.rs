@@ -1,0 +1,178 @@
+//! `POST /validate`: judges CREATE and UPDATE of RBAC objects and applies the policy's mode.
+
+use std::sync::Arc;
+
+use crate::policy::{Mode, Policy};
+use crate::rbac::{evaluate, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Severity, RBAC_GROUP};
+
+use super::review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError};
+use super::StateSource;
+
+/// The decision and what it was based on, for logs and metrics.
+#[derive(Debug)]
+pub struct Verdict {
+    pub response: AdmissionResponse,
+    pub kind: Option<RbacKind>,
+    pub operation: Operation,
+    pub findings: Vec<Finding>,
+}
+
+pub struct Validator {
+    policy: Arc<Policy>,
+    /// The policy's options with strict scope: used while the state is not synced (fail closed).
+    unsynced: EvalOptions,
+    state: Arc<dyn StateSource>,
+}
+
+impl Validator {
+    pub fn new(policy: Arc<Policy>, state: Arc<dyn StateSource>) -> Self {
+        let unsynced = EvalOptions {
+            scope: BindingScope::Strict,
+            ..policy.eval.clone()
+        };
+        Self {
+            policy,
+            unsynced,
+            state,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
+    }
+
+    /// Decodes a request body and decides it. `Err` only for bodies that are not a usable
+    /// AdmissionReview (HTTP 400); everything else, bad objects included, gets a response.
+    pub fn review(&self, body: &[u8]) -> Result<Verdict, ReviewError> {
+        let req = AdmissionReview::parse(body)?;
+        Ok(self.decide(&req))
+    }
+
+    fn decide(&self, req: &AdmissionRequest<'_>) -> Verdict {
+        let uid = req.uid.as_ref();
+        let mut verdict = Verdict {
+            response: AdmissionResponse::allow(uid),
+            kind: None,
+            operation: req.operation,
+            findings: Vec::new(),
+        };
+        let kind = RbacKind::from_kind(&req.kind.kind).filter(|_| req.kind.group == RBAC_GROUP);
+        let Some(kind) = kind else {
+            // Fail closed: a webhook configuration that sends us other kinds is a mistake to see.
+            verdict.response = AdmissionResponse::deny(
+                uid,
+                400,
+                format!(
+                    "secretscope: /validate judges rbac.authorization.k8s.io ClusterRole, ClusterRoleBinding, Role and RoleBinding, not {}/{} {}",
+                    req.kind.group, req.kind.version, req.kind.kind
+                ),
+            );
+            return verdict;
+        };
+        verdict.kind = Some(kind);
+        if matches!(req.operation, Operation::Delete | Operation::Connect) {
+            return verdict;
+        }
+        let new = match decode(kind, req.object) {
+            Ok(o) => o,
+            Err(message) => {
+                verdict.response = AdmissionResponse::deny(uid, 400, message);
+                return verdict;
+            }
+        };
+        let state = self.state.snapshot();
+        let opts = if self.state.synced() {
+            &self.policy.eval
+        } else {
+            &self.unsynced
+        };
+        let findings = evaluate(&new, &state, opts);
+        let denials: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Deny)
+            .collect();
+        let warnings: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warn)
+            .collect();
+
+        // An UPDATE of an object that was already unsafe says so: the fix is to the object, not
+        // to whatever this update changed.
+        let mut before = String::new();
+        if !denials.is_empty() && req.operation == Operation::Update {
+            if let Ok(old) = decode(kind, req.old_object) {
+                let old_denials: Vec<Finding> = evaluate(&old, &state, opts)
+                    .into_iter()
+                    .filter(|f| f.severity == Severity::Deny)
+                    .collect();
+                if !old_denials.is_empty() {
+                    let verbs: Vec<String> = old_denials.iter().flat_map(|f| f.verbs.clone()).collect();
+                    before = format!(
+                        " (it already granted this before the update: verbs {}; remove the grant rather than retrying)",
+                        dedup_join(verbs)
+                    );
+                }
+            }
+        }
+
+        match self.policy.mode {
+            Mode::Enforce if !denials.is_empty() => {
+                let message = denials
+                    .iter()
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                verdict.response = AdmissionResponse::deny(uid, 403, message + &before);
+                verdict.response.warnings = warnings.iter().map(|f| f.message.clone()).collect();
+            }
+            Mode::Enforce | Mode::Warn => {
+                verdict.response.warnings = denials
+                    .iter()
+                    .chain(warnings.iter())
+                    .map(|f| f.message.clone())
+                    .collect();
+            }
+            Mode::Audit => {}
+        }
+        verdict.findings = findings;
+        verdict
+    }
+}
+
+fn decode(kind: RbacKind, raw: Option<&serde_json::value::RawValue>) -> Result<RbacObject, String> {
+    let raw = raw.ok_or_else(|| format!("secretscope: the request carries no {kind} object"))?;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    RbacObject::decode(kind, &mut de).map_err(|e| format!("secretscope: cannot decode {kind}: {e}"))
+}
+
+fn dedup_join(mut v: Vec<String>) -> String {
+    v.sort();
+    v.dedup();
+    v.join(", ")
+}
+
+impl Verdict {
+    /// One line per decision that matters; allowed reviews without findings stay at debug.
+    /// RBAC objects hold no Secret data, but only names and verdicts are logged anyway.
+    pub fn log(&self, mode: Mode) {
+        let kind = self.kind.map(|k| k.as_str()).unwrap_or("unknown");
+        let op = self.operation.as_str();
+        let uid = self.response.uid.as_str();
+        let relevant: Vec<&Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity > Severity::Info)
+            .collect();
+        if !self.response.allowed {
+            let message = self.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
+            tracing::info!(uid, kind, op, mode = mode.as_str(), verdict = "denied", message);
+        } else if relevant.is_empty() {
+            tracing::debug!(uid, kind, op, verdict = "allowed");
+        } else {
+            for f in relevant {
+                let verdict = if mode == Mode::Audit { "audited" } else { "warned" };
+                tracing::info!(uid, kind, op, mode = mode.as_str(), verdict, severity = %f.severity, message = f.message.as_str());
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `secretscope check`: the engine over manifests, offline, for CI pipelines.
+//! Exit codes: 0 clean, 1 deny-level findings, 2 input errors (which win over findings).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::manifest::{self, InputError, Origin};
+use crate::policy::Policy;
+use crate::rbac::{evaluate, BindingScope, ClusterState, Finding, Severity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Files or directories (walked for .yaml, .yml and .json); `-` reads stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Policy file (secretscope.yaml); defaults apply without one.
+    #[arg(long, env = "SECRETSCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override the policy's scope.
+    #[arg(long, value_enum)]
+    pub scope: Option<ScopeArg>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also print info-level findings (namespace-scoped grants, unbound or exempt roles).
+    #[arg(long)]
+    pub show_info: bool,
+    /// Judge only the given objects: do not add the built-in ClusterRoles (cluster-admin, ...).
+    #[arg(long)]
+    pub no_builtins: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    Bindings,
+    Strict,
+}
+
+/// A finding with the place it was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Located {
+    pub file: String,
+    pub document: usize,
+    pub line: u64,
+    #[serde(flatten)]
+    pub finding: Finding,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub findings: Vec<Located>,
+    pub errors: Vec<ErrorOut>,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorOut {
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl From<&InputError> for ErrorOut {
+    fn from(e: &InputError) -> Self {
+        Self {
+            file: e.file.clone(),
+            document: e.document,
+            line: e.line,
+            message: e.message.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub files: usize,
+    pub objects: usize,
+    pub deny: usize,
+    pub warn: usize,
+    pub info: usize,
+    pub errors: usize,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> u8 {
+        if self.summary.errors > 0 {
+            2
+        } else if self.summary.deny > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Judges every RBAC object in `loaded` against all of them (plus the built-in ClusterRoles).
+pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Report {
+    let mut state = if builtins {
+        ClusterState::with_builtins()
+    } else {
+        ClusterState::new()
+    };
+    state.extend(loaded.objects.iter().map(|o| o.object.clone()));
+    let mut report = Report::default();
+    for o in &loaded.objects {
+        for finding in evaluate(&o.object, &state, &policy.eval) {
+            report.findings.push(locate(&o.origin, finding));
+        }
+    }
+    report.errors = loaded.errors.iter().map(ErrorOut::from).collect();
+    let count = |s| report.findings.iter().filter(|f| f.finding.severity == s).count();
+    report.summary = Summary {
+        files: loaded.files,
+        objects: loaded.objects.len(),
+        deny: count(Severity::Deny),
+        warn: count(Severity::Warn),
+        info: count(Severity::Info),
+        errors: report.errors.len(),
+    };
+    report
+}
+
+fn locate(origin: &Origin, finding: Finding) -> Located {
+    Located {
+        file: origin.file.clone(),
+        document: origin.document,
+        line: origin.line,
+        finding,
+    }
+}
+
+pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
+    let mut policy = match &args.config {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
+    if let Some(scope) = args.scope {
+        policy.eval.scope = match scope {
+            ScopeArg::Bindings => BindingScope::Bindings,
+            ScopeArg::Strict => BindingScope::Strict,
+        };
+    }
+    let loaded = manifest::load_paths(&args.paths);
+    let report = judge(&loaded, &policy, !args.no_builtins);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Text => write_text(&mut out, &report, args.show_info)?,
+    }
+    Ok(report.exit_code())
+}
+
+fn write_text(out: &mut impl Write, report: &Report, show_info: bool) -> std::io::Result<()> {
+    for e in &report.errors {
+        let err = InputError {
+            file: e.file.clone(),
+            document: e.document,
+            line: e.line,
+            message: e.message.clone(),
+        };
+        writeln!(out, "ERROR {err}")?;
+    }
+    for l in &report.findings {
+        if l.finding.severity == Severity::Info && !show_info {
+            continue;
+        }
+        let message = l
+            .finding
+            .message
+            .strip_prefix("secretscope: ")
+            .unwrap_or(&l.finding.message);
+        writeln!(
+            out,
+            "{:<5} {}:{}: {message}",
+            l.finding.severity.to_string().to_uppercase(),
+            l.file,
+            l.line
+        )?;
+    }
+    let s = &report.summary;
+    writeln!(
+        out,
+        "secretscope check: {} objects in {} files: {} deny, {} warn, {} info, {} input errors",
+        s.objects, s.files, s.deny, s.warn, s.info, s.errors
+    )
+}

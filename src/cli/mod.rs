@@ -1,0 +1,46 @@
+//! The command line: `serve`, `check`, `certs`.
+
+pub mod certs;
+pub mod check;
+pub mod serve;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "secretscope", version, about = "Keeps Kubernetes Secrets access scoped to tenancy namespaces")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "SECRETSCOPE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS.
+    Serve(serve::ServeArgs),
+    /// Judge manifests offline; exit 0 clean, 1 deny-level findings, 2 input errors.
+    Check(check::CheckArgs),
+    /// Write a development CA and serving certificate.
+    Certs(certs::CertsArgs),
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

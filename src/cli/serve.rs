@@ -1,0 +1,125 @@
+//! `secretscope serve`: the webhook over HTTPS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::admission::{StateSource, StaticState, Validator};
+use crate::manifest;
+use crate::policy::Policy;
+use crate::rbac::ClusterState;
+use crate::server::tls::TlsFiles;
+use crate::server::{self, App, ServeOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0:8443", env = "SECRETSCOPE_LISTEN")]
+    pub listen: SocketAddr,
+    /// PEM serving certificate (chain); reloaded when it changes.
+    #[arg(long, default_value = "certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the serving certificate.
+    #[arg(long, default_value = "certs/tls.key")]
+    pub tls_key: PathBuf,
+    /// Require client certificates signed by this CA (the API server's
+    /// AdmissionConfiguration kubeconfig).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// How often to look for new certificate files.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Policy file (secretscope.yaml); safe defaults apply without one.
+    #[arg(long, env = "SECRETSCOPE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Run without a cluster: cluster state comes from --state manifests.
+    #[arg(long)]
+    pub standalone: bool,
+    /// Manifests (files or directories) that make up the cluster state in standalone mode.
+    /// The built-in ClusterRoles (cluster-admin, admin, edit, view) are always present.
+    #[arg(long, requires = "standalone")]
+    pub state: Vec<PathBuf>,
+    /// Time to drain connections after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Budget for reading and answering one request; slower clients get 408.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// `250ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 10s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    }
+}
+
+fn standalone_state(paths: &[PathBuf]) -> anyhow::Result<ClusterState> {
+    let loaded = manifest::load_paths(paths);
+    if let Some(first) = loaded.errors.first() {
+        anyhow::bail!(
+            "cannot load --state ({} errors); first: {first}",
+            loaded.errors.len()
+        );
+    }
+    let mut state = ClusterState::with_builtins();
+    state.extend(loaded.objects.into_iter().map(|o| o.object));
+    Ok(state)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let policy = match &args.config {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default(),
+    };
+    if !args.standalone {
+        anyhow::bail!(
+            "cluster mode (a live API server as the source of RBAC state) is not available in this build; run with --standalone --state <manifests>"
+        );
+    }
+    let state = standalone_state(&args.state).context("standalone state")?;
+    tracing::info!(
+        objects = state.len(),
+        mode = policy.mode.as_str(),
+        "standalone: cluster state loaded from manifests"
+    );
+    let source: Arc<dyn StateSource> = Arc::new(StaticState(Arc::new(state)));
+    let validator = Validator::new(Arc::new(policy), source.clone());
+    let app = Arc::new(App::new(validator, source));
+    let opts = ServeOptions {
+        listen: args.listen,
+        tls: TlsFiles {
+            cert: args.tls_cert,
+            key: args.tls_key,
+            client_ca: args.client_ca,
+        },
+        tls_reload_interval: args.tls_reload_interval,
+        request_timeout: args.request_timeout,
+        shutdown_grace: args.shutdown_grace,
+    };
+    server::serve(opts, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("10h").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! `secretscope.yaml`: modes, scope, indirect routes, exemptions and the tenancy section.
+//! Every field has a safe default; unknown fields and bad values fail start-up with the field named.
+
+use std::path::Path;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::rbac::{
+    BindingScope, EvalOptions, GlobError, NameGlobs, RouteAction, SecretsVerb, SubjectPattern,
+};
+
+/// What the validating webhook does with a deny-level finding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Reject the request.
+    #[default]
+    Enforce,
+    /// Admit it with AdmissionResponse warnings (kubectl prints them).
+    Warn,
+    /// Admit it silently; log and count.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Warn => "warn",
+            Self::Audit => "audit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubjectExemption {
+    /// User, Group, ServiceAccount, or `*`.
+    pub kind: String,
+    /// Glob: `system:*`.
+    pub name: String,
+    /// Glob, for ServiceAccounts; absent matches any namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exemptions {
+    /// ClusterRoles (globs) whose own definition is not judged. Bindings to them still are.
+    #[serde(default = "default_exempt_roles")]
+    pub cluster_roles: Vec<String>,
+    /// Subjects that may hold cluster-wide Secrets access (the control plane, a GitOps controller).
+    #[serde(default = "default_exempt_subjects")]
+    pub subjects: Vec<SubjectExemption>,
+    /// Honour the `secretscope.io/exempt: <reason>` annotation on RBAC objects. Off by default:
+    /// whoever can write the object could otherwise exempt it.
+    #[serde(default)]
+    pub annotation: bool,
+}
+
+impl Default for Exemptions {
+    fn default() -> Self {
+        Self {
+            cluster_roles: default_exempt_roles(),
+            subjects: default_exempt_subjects(),
+            annotation: false,
+        }
+    }
+}
+
+/// The bootstrap roles the API server itself reconciles at every start: denying them would only
+/// make the API server's own writes fail.
+fn default_exempt_roles() -> Vec<String> {
+    ["cluster-admin", "admin", "edit", "system:*"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The control plane's own identities. `system:masters` bypasses RBAC altogether; the
+/// kube-controller-manager and the controllers' service accounts in kube-system are bound to
+/// their bootstrap roles by the API server, and whoever can run pods in kube-system holds those
+/// tokens already.
+fn default_exempt_subjects() -> Vec<SubjectExemption> {
+    vec![
+        SubjectExemption {
+            kind: "Group".into(),
+            name: "system:masters".into(),
+            namespace: None,
+        },
+        SubjectExemption {
+            kind: "User".into(),
+            name: "system:kube-controller-manager".into(),
+            namespace: None,
+        },
+        SubjectExemption {
+            kind: "ServiceAccount".into(),
+            name: "*".into(),
+            namespace: Some("kube-system".into()),
+        },
+    ]
+}
+
+/// How tenancy namespaces get their Secrets access.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GrantMode {
+    /// A Role per namespace plus a RoleBinding (needs escalate+bind on that Role name).
+    #[default]
+    Role,
+    /// One shared ClusterRole, never bound cluster-wide, plus a RoleBinding per namespace
+    /// (needs only bind on that ClusterRole).
+    ClusterRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrantSubject {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tenancy {
+    /// Namespaces whose name matches are tenancy namespaces; the `tenant` capture names the tenant.
+    #[serde(default = "default_name_pattern")]
+    pub name_pattern: String,
+    /// Namespaces carrying this label (any value) are tenancy namespaces too.
+    #[serde(default = "default_tenant_label")]
+    pub label: String,
+    #[serde(default)]
+    pub grant: GrantMode,
+    /// Name of the managed Role (Role mode) or ClusterRole (ClusterRole mode); also the RoleBinding's.
+    #[serde(default = "default_role_name")]
+    pub role_name: String,
+    /// Verbs on secrets the managed role grants.
+    #[serde(default = "default_verbs")]
+    pub verbs: Vec<String>,
+    /// Who gets them in every tenancy namespace.
+    #[serde(default)]
+    pub subjects: Vec<GrantSubject>,
+    /// Remove the managed Role/RoleBinding when a namespace stops being a tenancy namespace.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+impl Default for Tenancy {
+    fn default() -> Self {
+        Self {
+            name_pattern: default_name_pattern(),
+            label: default_tenant_label(),
+            grant: GrantMode::default(),
+            role_name: default_role_name(),
+            verbs: default_verbs(),
+            subjects: Vec::new(),
+            prune: false,
+        }
+    }
+}
+
+fn default_name_pattern() -> String {
+    "^az-(?P<tenant>.+)$".into()
+}
+fn default_tenant_label() -> String {
+    "secretscope.io/tenant".into()
+}
+fn default_role_name() -> String {
+    "secretscope-secrets".into()
+}
+fn default_verbs() -> Vec<String> {
+    ["get", "list", "create", "update", "patch", "delete"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub scope: BindingScope,
+    #[serde(default)]
+    pub indirect: RouteAction,
+    #[serde(default)]
+    pub exemptions: Exemptions,
+    #[serde(default)]
+    pub tenancy: Tenancy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid policy {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid policy: {field}: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> PolicyError {
+    PolicyError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The validated, compiled policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub file: PolicyFile,
+    pub mode: Mode,
+    pub eval: EvalOptions,
+    pub tenant_pattern: Regex,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        // The defaults are constants validated by the tests below.
+        Self::compile(PolicyFile::default()).expect("default policy is valid")
+    }
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile = if text.trim().is_empty() {
+            PolicyFile::default()
+        } else {
+            serde_saphyr::from_str_with_options(text, crate::manifest::yaml_options()).map_err(
+                |e| PolicyError::Parse {
+                    path: path.to_string(),
+                    message: e.to_string(),
+                },
+            )?
+        };
+        Self::compile(file)
+    }
+
+    pub fn compile(file: PolicyFile) -> Result<Self, PolicyError> {
+        let globs = |name: &str, patterns: &[String]| {
+            NameGlobs::new(patterns).map_err(|GlobError { pattern, source }| {
+                field(name, format!("{pattern:?}: {source}"))
+            })
+        };
+        let exempt_roles = globs("exemptions.clusterRoles", &file.exemptions.cluster_roles)?;
+        let mut exempt_subjects = Vec::new();
+        for (i, s) in file.exemptions.subjects.iter().enumerate() {
+            let at = format!("exemptions.subjects[{i}]");
+            if !matches!(s.kind.as_str(), "User" | "Group" | "ServiceAccount" | "*") {
+                return Err(field(
+                    format!("{at}.kind"),
+                    format!("{:?} is not User, Group, ServiceAccount or *", s.kind),
+                ));
+            }
+            exempt_subjects.push(SubjectPattern {
+                kind: s.kind.clone(),
+                name: globs(&format!("{at}.name"), std::slice::from_ref(&s.name))?,
+                namespace: match &s.namespace {
+                    Some(ns) => Some(globs(&format!("{at}.namespace"), std::slice::from_ref(ns))?),
+                    None => None,
+                },
+            });
+        }
+
+        let t = &file.tenancy;
+        let tenant_pattern = Regex::new(&t.name_pattern)
+            .map_err(|e| field("tenancy.namePattern", e.to_string()))?;
+        if !tenant_pattern.capture_names().any(|n| n == Some("tenant")) {
+            return Err(field(
+                "tenancy.namePattern",
+                "needs a named capture group (?P<tenant>...)",
+            ));
+        }
+        if !is_dns_label_or_subdomain(&t.role_name) {
+            return Err(field(
+                "tenancy.roleName",
+                format!("{:?} is not a valid Kubernetes object name", t.role_name),
+            ));
+        }
+        if t.verbs.is_empty() {
+            return Err(field("tenancy.verbs", "must name at least one verb"));
+        }
+        for (i, v) in t.verbs.iter().enumerate() {
+            if SecretsVerb::parse(v).is_none() {
+                return Err(field(
+                    format!("tenancy.verbs[{i}]"),
+                    format!("{v:?} is not one of get, list, watch, create, update, patch, delete, deletecollection"),
+                ));
+            }
+        }
+        for (i, s) in t.subjects.iter().enumerate() {
+            let at = format!("tenancy.subjects[{i}]");
+            match (s.kind.as_str(), &s.namespace) {
+                ("ServiceAccount", None) => {
+                    return Err(field(format!("{at}.namespace"), "a ServiceAccount needs its namespace"))
+                }
+                ("ServiceAccount" | "User" | "Group", _) => {}
+                (k, _) => {
+                    return Err(field(
+                        format!("{at}.kind"),
+                        format!("{k:?} is not User, Group or ServiceAccount"),
+                    ))
+                }
+            }
+            if s.name.is_empty() {
+                return Err(field(format!("{at}.name"), "must not be empty"));
+            }
+        }
+        if t.label.is_empty() {
+            return Err(field("tenancy.label", "must not be empty"));
+        }
+
+        Ok(Self {
+            mode: file.mode,
+            eval: EvalOptions {
+                scope: file.scope,
+                indirect: file.indirect,
+                exempt_roles,
+                exempt_subjects,
+                honour_exempt_annotation: file.exemptions.annotation,
+            },
+            tenant_pattern,
+            file,
+        })
+    }
+}
+
+/// RFC 1123 subdomain, the rule for Role and RoleBinding names.
+fn is_dns_label_or_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let p = Policy::parse("", "empty.yaml").unwrap();
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.eval.scope, BindingScope::Bindings);
+        assert_eq!(p.eval.indirect, RouteAction::Warn);
+        assert!(!p.eval.honour_exempt_annotation);
+        assert!(p.eval.exempt_roles.is_match("system:controller:foo"));
+        assert!(!p.eval.exempt_roles.is_match("view-secrets"));
+        assert_eq!(p.file.tenancy.verbs, default_verbs());
+        let caps = p.tenant_pattern.captures("az-acme").unwrap();
+        assert_eq!(&caps["tenant"], "acme");
+    }
+
+    #[test]
+    fn full_file() {
+        let p = Policy::parse(
+            r#"
+mode: warn
+scope: strict
+indirect: deny
+exemptions:
+  clusterRoles: ["platform-*"]
+  subjects: [{kind: ServiceAccount, namespace: argocd, name: argocd-application-controller}]
+  annotation: true
+tenancy:
+  namePattern: "^tenant-(?P<tenant>[a-z0-9-]+)$"
+  grant: clusterRole
+  roleName: tenant-secrets
+  verbs: [get, list]
+  subjects: [{kind: ServiceAccount, namespace: portal, name: api}]
+  prune: true
+"#,
+            "p.yaml",
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Warn);
+        assert_eq!(p.eval.scope, BindingScope::Strict);
+        assert_eq!(p.eval.indirect, RouteAction::Deny);
+        assert!(p.eval.exempt_roles.is_match("platform-x"));
+        assert!(!p.eval.exempt_roles.is_match("system:x"), "a list replaces the defaults");
+        assert_eq!(p.file.tenancy.grant, GrantMode::ClusterRole);
+        assert!(p.file.tenancy.prune);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("modee: enforce", "modee"),
+            ("mode: block", "block"),
+            ("scope: cluster", "cluster"),
+            ("exemptions: {subjects: [{kind: Robot, name: x}]}", "exemptions.subjects[0].kind"),
+            ("exemptions: {clusterRoles: [\"[\"]}", "exemptions.clusterRoles"),
+            ("tenancy: {namePattern: \"^az-(.+)$\"}", "tenancy.namePattern"),
+            ("tenancy: {namePattern: \"(\"}", "tenancy.namePattern"),
+            ("tenancy: {verbs: [get, escalate]}", "tenancy.verbs[1]"),
+            ("tenancy: {verbs: []}", "tenancy.verbs"),
+            ("tenancy: {roleName: Secrets_Role}", "tenancy.roleName"),
+            ("tenancy: {subjects: [{kind: ServiceAccount, name: api}]}", "tenancy.subjects[0].namespace"),
+            ("tenancy: {grant: cluster}", "cluster"),
+        ];
+        for (yaml, needle) in cases {
+            let err = Policy::parse(yaml, "p.yaml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn unreadable_file_is_a_clear_error() {
+        let err = Policy::load(Path::new("/nonexistent/secretscope.yaml")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot read policy /nonexistent/secretscope.yaml"));
+    }
+}

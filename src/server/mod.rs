@@ -1,0 +1,140 @@
+//! HTTPS for the webhooks: axum on rustls, HTTP/1.1 and h2, `/validate`, `/healthz`, `/readyz`.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use axum_server::tls_rustls::RustlsAcceptor;
+use axum_server::Handle;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::admission::{StateSource, Validator};
+use tls::{ReloadingTls, TlsFiles};
+
+/// The API server never sends more than this; Kubernetes itself caps request bodies at 3 MiB.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub tls_reload_interval: Duration,
+    /// Whole-request budget (headers and body); slower clients get 408.
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+pub struct App {
+    pub validator: Validator,
+    pub state: Arc<dyn StateSource>,
+    shutting_down: AtomicBool,
+}
+
+impl App {
+    pub fn new(validator: Validator, state: Arc<dyn StateSource>) -> Self {
+        Self {
+            validator,
+            state,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+}
+
+pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .with_state(app)
+}
+
+async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    match app.validator.review(&body) {
+        Ok(verdict) => {
+            verdict.log(app.validator.mode());
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                verdict.response.to_review_json(),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = body.len(), "rejected a request that is not a usable AdmissionReview");
+            (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
+        }
+    }
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.shutting_down.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if app.state.synced() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "RBAC state not synced\n").into_response()
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then drains connections for `shutdown_grace`.
+pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
+    let tls = ReloadingTls::new(opts.tls.clone())?;
+    let rustls = tls.rustls_config();
+    let reloader = tokio::spawn(tls.watch(opts.tls_reload_interval));
+
+    let handle: Handle<SocketAddr> = Handle::new();
+    tokio::spawn(shutdown_on_signal(
+        handle.clone(),
+        app.clone(),
+        opts.shutdown_grace,
+    ));
+    let announce = handle.clone();
+    tokio::spawn(async move {
+        if let Some(addr) = announce.listening().await {
+            tracing::info!(%addr, "secretscope webhook listening (https, h2 and http/1.1)");
+        }
+    });
+
+    let acceptor = RustlsAcceptor::new(rustls).handshake_timeout(Duration::from_secs(10));
+    let result = axum_server::bind(opts.listen)
+        .acceptor(acceptor)
+        .first_request_timeout(opts.request_timeout)
+        .handle(handle)
+        .serve(router(app, opts.request_timeout).into_make_service())
+        .await;
+    reloader.abort();
+    result.map_err(|e| anyhow::anyhow!("serving on {}: {e}", opts.listen))
+}
+
+async fn shutdown_on_signal(handle: Handle<SocketAddr>, app: Arc<App>, grace: Duration) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining connections");
+    app.shutting_down.store(true, Ordering::Relaxed);
+    handle.graceful_shutdown(Some(grace));
+}
