@@ -1,0 +1,285 @@
+//! The validating webhook end to end: real binary, real TLS, real AdmissionReview JSON.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{object, review, Webhook};
+use serde_json::Value;
+
+const STATE: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: secrets-reader}
+rules:
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: pod-reader}
+rules: [{apiGroups: [""], resources: [pods], verbs: [list]}]
+"#;
+
+const BIND_BOB: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: bob-reads-secrets}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: secrets-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}]
+"#;
+
+const BIND_BOB_PODS: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: bob-reads-pods}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pod-reader}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}]
+"#;
+
+const EXEC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: pod-exec}
+rules: [{apiGroups: [""], resources: [pods/exec], verbs: [create]}]
+"#;
+
+fn response(v: &Value) -> &Value {
+    &v["response"]
+}
+
+#[tokio::test]
+async fn enforce_denies_a_cluster_wide_secrets_binding_and_allows_the_rest() {
+    let wh = Webhook::start(STATE, "", &[]);
+    let body = review("CREATE", Some(&object(BIND_BOB)), None);
+    let out = wh.review(&body).await;
+    assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(out["kind"], "AdmissionReview");
+    let r = response(&out);
+    assert_eq!(r["uid"], body["request"]["uid"], "uid echoed");
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 403);
+    assert_eq!(
+        r["status"]["message"],
+        r#"secretscope: ClusterRoleBinding "bob-reads-secrets" grants User "bob" cluster-wide read of Secrets (get, list) via ClusterRole "secrets-reader" rule 2 (apiGroups [""], resources ["secrets"], verbs ["get","list"])"#
+    );
+
+    let ok = wh
+        .review(&review("CREATE", Some(&object(BIND_BOB_PODS)), None))
+        .await;
+    assert_eq!(response(&ok)["allowed"], true);
+    assert!(response(&ok).get("warnings").is_none());
+    assert!(response(&ok).get("status").is_none());
+
+    // Deleting the dangerous binding is always allowed.
+    let del = wh.review(&review("DELETE", None, Some(&object(BIND_BOB)))).await;
+    assert_eq!(response(&del)["allowed"], true);
+    assert!(wh.wait_for_log("\"verdict\":\"denied\"", Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn a_clusterrole_gaining_secrets_while_bound_is_denied_and_the_update_says_it_was_unsafe_before() {
+    let wh = Webhook::start(&format!("{STATE}\n---\n{BIND_BOB}"), "", &[]);
+    // pod-reader is not bound; secrets-reader is bound to bob.
+    let old = object(
+        &STATE
+            .split("---")
+            .next()
+            .expect("first doc")
+            .replace("verbs: [get, list]", "verbs: [get]"),
+    );
+    let new = object(STATE.split("---").next().expect("first doc"));
+    let r = wh.review(&review("UPDATE", Some(&new), Some(&old))).await;
+    let msg = response(&r)["status"]["message"].as_str().unwrap_or_default().to_string();
+    assert_eq!(response(&r)["allowed"], false);
+    assert!(msg.contains(r#"ClusterRole "secrets-reader" grants User "bob" cluster-wide read of Secrets (get, list) through ClusterRoleBinding "bob-reads-secrets""#), "{msg}");
+    assert!(msg.contains("it already granted this before the update: verbs get"), "{msg}");
+}
+
+#[tokio::test]
+async fn warn_mode_admits_with_warnings_and_indirect_routes_warn_in_enforce() {
+    let wh = Webhook::start(STATE, "mode: warn\n", &[]);
+    let r = wh.review(&review("CREATE", Some(&object(BIND_BOB)), None)).await;
+    assert_eq!(response(&r)["allowed"], true);
+    let warnings = response(&r)["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].as_str().unwrap_or_default().contains("cluster-wide read of Secrets"));
+
+    let wh = Webhook::start(&format!("{STATE}\n---\n{EXEC}"), "", &[]);
+    let bind_exec = BIND_BOB.replace("name: secrets-reader", "name: pod-exec");
+    let r = wh.review(&review("CREATE", Some(&object(&bind_exec)), None)).await;
+    assert_eq!(response(&r)["allowed"], true);
+    let w = response(&r)["warnings"][0].as_str().unwrap_or_default().to_string();
+    assert!(w.contains("exec into pods (pods/exec)") && w.contains("indirect route"), "{w}");
+
+    let wh = Webhook::start(&format!("{STATE}\n---\n{EXEC}"), "indirect: deny\n", &[]);
+    let r = wh.review(&review("CREATE", Some(&object(&bind_exec)), None)).await;
+    assert_eq!(response(&r)["allowed"], false);
+}
+
+#[tokio::test]
+async fn audit_mode_admits_silently_and_logs() {
+    let wh = Webhook::start(STATE, "mode: audit\n", &[]);
+    let r = wh.review(&review("CREATE", Some(&object(BIND_BOB)), None)).await;
+    assert_eq!(response(&r)["allowed"], true);
+    assert!(response(&r).get("warnings").is_none());
+    assert!(wh.wait_for_log("\"verdict\":\"audited\"", Duration::from_secs(5)), "{:?}", wh.logs());
+    assert!(wh.logs().iter().any(|l| l.contains("bob-reads-secrets")));
+}
+
+#[tokio::test]
+async fn strict_scope_denies_an_unbound_secrets_clusterrole() {
+    let role = STATE.split("---").next().expect("first doc");
+    let wh = Webhook::start("", "", &[]);
+    let r = wh.review(&review("CREATE", Some(&object(role)), None)).await;
+    assert_eq!(response(&r)["allowed"], true, "bindings scope: unbound is fine");
+    let wh = Webhook::start("", "scope: strict\n", &[]);
+    let r = wh.review(&review("CREATE", Some(&object(role)), None)).await;
+    assert_eq!(response(&r)["allowed"], false);
+    assert!(response(&r)["status"]["message"].as_str().unwrap_or_default().contains("scope strict"));
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
+    let wh = Webhook::start(STATE, "", &[]);
+    let c = wh.client();
+    let big = vec![b' '; 3 * 1024 * 1024 + 1];
+    let r = c.post(wh.url("/validate")).body(big).send().await.expect("send");
+    assert_eq!(r.status(), 413);
+
+    let r = c.post(wh.url("/validate")).body("{not json").send().await.expect("send");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap_or_default().contains("body is not an AdmissionReview"));
+
+    let mut v1beta1 = review("CREATE", Some(&object(BIND_BOB)), None);
+    v1beta1["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let r = c.post(wh.url("/validate")).json(&v1beta1).send().await.expect("send");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap_or_default().contains("admissionReviewVersions: [v1]"));
+
+    // A well-formed review of a kind we do not judge: fail closed, with the reason.
+    let mut pod = review("CREATE", Some(&object(BIND_BOB)), None);
+    pod["request"]["kind"] = serde_json::json!({"group": "", "version": "v1", "kind": "Pod"});
+    let out = wh.review(&pod).await;
+    assert_eq!(response(&out)["allowed"], false);
+    assert_eq!(response(&out)["status"]["code"], 400);
+
+    // An object that does not decode as its kind: fail closed.
+    let mut bad = review("CREATE", Some(&object(BIND_BOB)), None);
+    bad["request"]["object"]["subjects"] = "bob".into();
+    let out = wh.review(&bad).await;
+    assert_eq!(response(&out)["allowed"], false);
+    assert!(response(&out)["status"]["message"].as_str().unwrap_or_default().contains("cannot decode ClusterRoleBinding"));
+
+    // The server is still healthy after all that.
+    let r = c.get(wh.url("/healthz")).send().await.expect("healthz");
+    assert_eq!(r.status(), 200);
+    let r = c.get(wh.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn speaks_h2_and_http11_over_tls12_and_tls13() {
+    let wh = Webhook::start(STATE, "", &[]);
+    let body = review("CREATE", Some(&object(BIND_BOB)), None);
+    let ca = wh.certs.ca_pem();
+    for (alpn, version, want) in [
+        (&[&b"h2"[..], b"http/1.1"][..], None, reqwest::Version::HTTP_2),
+        (&[&b"http/1.1"[..]][..], None, reqwest::Version::HTTP_11),
+        (&[&b"h2"[..]][..], Some(&rustls::version::TLS12), reqwest::Version::HTTP_2),
+    ] {
+        let c = common::client(&ca, alpn, version);
+        let r = c.post(wh.url("/validate")).json(&body).send().await.expect("send");
+        assert_eq!(r.version(), want);
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["response"]["allowed"], false);
+    }
+    // A client that does not trust our CA cannot talk to it.
+    let other = common::Certs::new();
+    let c = common::client(&other.ca_pem(), &[b"h2"], None);
+    assert!(c.get(wh.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn slow_clients_are_timed_out() {
+    let wh = Webhook::start(STATE, "", &["--request-timeout", "1s"]);
+    // A body that sends one chunk and then stalls.
+    let stream = futures_stream();
+    let started = std::time::Instant::now();
+    let r = wh
+        .client()
+        .post(wh.url("/validate"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn futures_stream() -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    struct Stall(bool);
+    impl futures_core::Stream for Stall {
+        type Item = Result<Vec<u8>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.0 {
+                std::task::Poll::Pending
+            } else {
+                self.0 = true;
+                std::task::Poll::Ready(Some(Ok(b"{\"apiVersion\":".to_vec())))
+            }
+        }
+    }
+    Stall(false)
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut wh = Webhook::start(STATE, "", &["--shutdown-grace", "2s"]);
+    let pid = wh.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = wh.child.try_wait().expect("wait") {
+            assert!(s.success(), "exit status {s:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(wh.logs().iter().any(|l| l.contains("shutting down")));
+}
+
+#[test]
+fn unreadable_certificates_fail_start_up_with_the_path() {
+    let out = common::bin()
+        .args(["serve", "--standalone", "--listen", "127.0.0.1:0"])
+        .args(["--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read certificate /nonexistent/tls.crt"), "{err}");
+
+    let certs = common::Certs::new();
+    let out = common::bin()
+        .args(["serve", "--standalone", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(certs.path("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.path("ca.crt"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("private key"));
+}
