@@ -78,12 +78,13 @@ fn default_exempt_roles() -> Vec<String> {
         .to_vec()
 }
 
-/// The control plane's own identities. `system:masters` bypasses RBAC altogether; the
-/// kube-controller-manager and the controllers' service accounts in kube-system are bound to
-/// their bootstrap roles by the API server, and whoever can run pods in kube-system holds those
-/// tokens already.
+/// The control plane's own identities, as bound by the API server's bootstrap policy:
+/// `system:masters` (which bypasses RBAC altogether), the kube-controller-manager, and the
+/// kube-system service accounts of the built-in controllers that hold cluster-wide Secrets access
+/// (`--use-service-account-credentials`). Named one by one: a blanket `kube-system/*` would hide
+/// every third-party component installed there (kube-state-metrics, CSI drivers, ...).
 fn default_exempt_subjects() -> Vec<SubjectExemption> {
-    vec![
+    let mut subjects = vec![
         SubjectExemption {
             kind: "Group".into(),
             name: "system:masters".into(),
@@ -94,12 +95,21 @@ fn default_exempt_subjects() -> Vec<SubjectExemption> {
             name: "system:kube-controller-manager".into(),
             namespace: None,
         },
-        SubjectExemption {
+    ];
+    subjects.extend(
+        [
+            "generic-garbage-collector",
+            "namespace-controller",
+            "resourcequota-controller",
+            "legacy-service-account-token-cleaner",
+        ]
+        .map(|name| SubjectExemption {
             kind: "ServiceAccount".into(),
-            name: "*".into(),
+            name: name.into(),
             namespace: Some("kube-system".into()),
-        },
-    ]
+        }),
+    );
+    subjects
 }
 
 /// How tenancy namespaces get their Secrets access.
