@@ -26,7 +26,11 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: document {} (line {})", self.file, self.document, self.line)
+        write!(
+            f,
+            "{}: document {} (line {})",
+            self.file, self.document, self.line
+        )
     }
 }
 
@@ -196,7 +200,11 @@ pub fn parse_stream(text: &str, file: &str, json: bool) -> Loaded {
 /// One document: an RBAC object, a `List` (or `ClusterRoleList` etc.) of them, or something
 /// else, kept aside in `other`.
 fn decode_document(mut value: serde_json::Value, origin: &Origin, out: &mut Loaded) {
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("")
+        .to_string();
     if kind.ends_with("List") {
         if let Some(serde_json::Value::Array(items)) = value.get_mut("items").map(std::mem::take) {
             let api_version = value.get("apiVersion").cloned();
@@ -261,7 +269,11 @@ items:
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         assert_eq!(loaded.objects.len(), 2);
         assert_eq!(loaded.other.len(), 1);
-        assert_eq!(loaded.objects[0].object.metadata().name, "y", "`y` stays a string");
+        assert_eq!(
+            loaded.objects[0].object.metadata().name,
+            "y",
+            "`y` stays a string"
+        );
         assert_eq!(loaded.objects[0].origin.document, 2);
         match &loaded.objects[1].object {
             RbacObject::ClusterRoleBinding(b) => assert_eq!(b.role_ref.name, "no"),
@@ -276,12 +288,22 @@ items:
         assert_eq!(loaded.objects.len(), 1, "the good document is kept");
         let e = &loaded.errors[0];
         assert_eq!((e.document, e.line), (Some(2), Some(5)));
-        assert!(e.to_string().starts_with("bad.yaml: document 2 (line 5): invalid ClusterRole: rules[0].verbs:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("bad.yaml: document 2 (line 5): invalid ClusterRole: rules[0].verbs:"),
+            "{e}"
+        );
     }
 
     #[test]
     fn broken_yaml_is_an_error_not_a_panic() {
-        for text in ["a: [", "\t- x: y\n  z", "key: 'unterminated", "*anchor", "{{{{"] {
+        for text in [
+            "a: [",
+            "\t- x: y\n  z",
+            "key: 'unterminated",
+            "*anchor",
+            "{{{{",
+        ] {
             let loaded = parse_stream(text, "broken.yaml", false);
             assert_eq!(loaded.errors.len(), 1, "{text:?}");
         }

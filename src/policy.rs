@@ -290,8 +290,8 @@ impl Policy {
         }
 
         let t = &file.tenancy;
-        let tenant_pattern = Regex::new(&t.name_pattern)
-            .map_err(|e| field("tenancy.namePattern", e.to_string()))?;
+        let tenant_pattern =
+            Regex::new(&t.name_pattern).map_err(|e| field("tenancy.namePattern", e.to_string()))?;
         if !tenant_pattern.capture_names().any(|n| n == Some("tenant")) {
             return Err(field(
                 "tenancy.namePattern",
@@ -319,7 +319,10 @@ impl Policy {
             let at = format!("tenancy.subjects[{i}]");
             match (s.kind.as_str(), &s.namespace) {
                 ("ServiceAccount", None) => {
-                    return Err(field(format!("{at}.namespace"), "a ServiceAccount needs its namespace"))
+                    return Err(field(
+                        format!("{at}.namespace"),
+                        "a ServiceAccount needs its namespace",
+                    ))
                 }
                 ("ServiceAccount" | "User" | "Group", _) => {}
                 (k, _) => {
@@ -410,7 +413,10 @@ tenancy:
         assert_eq!(p.eval.scope, BindingScope::Strict);
         assert_eq!(p.eval.indirect, RouteAction::Deny);
         assert!(p.eval.exempt_roles.is_match("platform-x"));
-        assert!(!p.eval.exempt_roles.is_match("system:x"), "a list replaces the defaults");
+        assert!(
+            !p.eval.exempt_roles.is_match("system:x"),
+            "a list replaces the defaults"
+        );
         assert_eq!(p.file.tenancy.grant, GrantMode::ClusterRole);
         assert!(p.file.tenancy.prune);
     }
@@ -421,14 +427,26 @@ tenancy:
             ("modee: enforce", "modee"),
             ("mode: block", "block"),
             ("scope: cluster", "cluster"),
-            ("exemptions: {subjects: [{kind: Robot, name: x}]}", "exemptions.subjects[0].kind"),
-            ("exemptions: {clusterRoles: [\"[\"]}", "exemptions.clusterRoles"),
-            ("tenancy: {namePattern: \"^az-(.+)$\"}", "tenancy.namePattern"),
+            (
+                "exemptions: {subjects: [{kind: Robot, name: x}]}",
+                "exemptions.subjects[0].kind",
+            ),
+            (
+                "exemptions: {clusterRoles: [\"[\"]}",
+                "exemptions.clusterRoles",
+            ),
+            (
+                "tenancy: {namePattern: \"^az-(.+)$\"}",
+                "tenancy.namePattern",
+            ),
             ("tenancy: {namePattern: \"(\"}", "tenancy.namePattern"),
             ("tenancy: {verbs: [get, escalate]}", "tenancy.verbs[1]"),
             ("tenancy: {verbs: []}", "tenancy.verbs"),
             ("tenancy: {roleName: Secrets_Role}", "tenancy.roleName"),
-            ("tenancy: {subjects: [{kind: ServiceAccount, name: api}]}", "tenancy.subjects[0].namespace"),
+            (
+                "tenancy: {subjects: [{kind: ServiceAccount, name: api}]}",
+                "tenancy.subjects[0].namespace",
+            ),
             ("tenancy: {grant: cluster}", "cluster"),
         ];
         for (yaml, needle) in cases {
@@ -440,6 +458,8 @@ tenancy:
     #[test]
     fn unreadable_file_is_a_clear_error() {
         let err = Policy::load(Path::new("/nonexistent/secretscope.yaml")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read policy /nonexistent/secretscope.yaml"));
+        assert!(err
+            .to_string()
+            .starts_with("cannot read policy /nonexistent/secretscope.yaml"));
     }
 }

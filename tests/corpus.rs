@@ -33,7 +33,12 @@ type Table = BTreeMap<String, BTreeMap<String, Entry>>;
 /// What the engine says about one corpus file, as `kind/name -> (verdict, verbs)`.
 fn judge_file(path: &Path, policy: &Policy) -> BTreeMap<String, (String, String)> {
     let loaded = manifest::load_file(path);
-    assert!(loaded.errors.is_empty(), "{}: {:?}", path.display(), loaded.errors);
+    assert!(
+        loaded.errors.is_empty(),
+        "{}: {:?}",
+        path.display(),
+        loaded.errors
+    );
     let mut state = ClusterState::with_builtins();
     state.extend(loaded.objects.iter().map(|o| o.object.clone()));
     let mut out = BTreeMap::new();
@@ -78,7 +83,11 @@ fn bless(actual: &BTreeMap<String, BTreeMap<String, (String, String)>>, old: &Ta
          # role the policy does not judge). Reasons are reviewed by hand; tests/corpus.rs checks the rest.\n",
     );
     for (file, entries) in actual {
-        let _ = writeln!(text, "\n{file}:{}", if entries.is_empty() { " {}" } else { "" });
+        let _ = writeln!(
+            text,
+            "\n{file}:{}",
+            if entries.is_empty() { " {}" } else { "" }
+        );
         for (object, (verdict, verbs)) in entries {
             let reason = old
                 .get(file)
@@ -116,7 +125,10 @@ fn corpus_verdicts_match_the_reviewed_table() {
     let actual: BTreeMap<String, BTreeMap<String, (String, String)>> = files
         .iter()
         .map(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             (name, judge_file(p, &policy))
         })
         .collect();
@@ -134,12 +146,16 @@ fn corpus_verdicts_match_the_reviewed_table() {
     let mut problems = Vec::new();
     for (file, entries) in &actual {
         let Some(expected) = table.get(file) else {
-            problems.push(format!("{file}: not in the table (SECRETSCOPE_BLESS=1 to add it)"));
+            problems.push(format!(
+                "{file}: not in the table (SECRETSCOPE_BLESS=1 to add it)"
+            ));
             continue;
         };
         for (object, (verdict, verbs)) in entries {
             match expected.get(object) {
-                None => problems.push(format!("{file}: {object} ({verdict}: {verbs}) is not in the table")),
+                None => problems.push(format!(
+                    "{file}: {object} ({verdict}: {verbs}) is not in the table"
+                )),
                 Some(e) if (&e.verdict, &e.verbs) != (verdict, verbs) => problems.push(format!(
                     "{file}: {object}: engine says {verdict} ({verbs}), table says {} ({})",
                     e.verdict, e.verbs
@@ -151,11 +167,18 @@ fn corpus_verdicts_match_the_reviewed_table() {
             }
         }
         for object in expected.keys().filter(|o| !entries.contains_key(*o)) {
-            problems.push(format!("{file}: {object} is in the table but no longer grants Secrets access"));
+            problems.push(format!(
+                "{file}: {object} is in the table but no longer grants Secrets access"
+            ));
         }
     }
     for file in table.keys().filter(|f| !actual.contains_key(*f)) {
         problems.push(format!("{file}: in the table but not in the corpus"));
     }
-    assert!(problems.is_empty(), "{} corpus verdict problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} corpus verdict problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

@@ -76,13 +76,16 @@ async fn enforce_denies_a_cluster_wide_secrets_binding_and_allows_the_rest() {
     assert!(response(&ok).get("status").is_none());
 
     // Deleting the dangerous binding is always allowed.
-    let del = wh.review(&review("DELETE", None, Some(&object(BIND_BOB)))).await;
+    let del = wh
+        .review(&review("DELETE", None, Some(&object(BIND_BOB))))
+        .await;
     assert_eq!(response(&del)["allowed"], true);
     assert!(wh.wait_for_log("\"verdict\":\"denied\"", Duration::from_secs(5)));
 }
 
 #[tokio::test]
-async fn a_clusterrole_gaining_secrets_while_bound_is_denied_and_the_update_says_it_was_unsafe_before() {
+async fn a_clusterrole_gaining_secrets_while_bound_is_denied_and_the_update_says_it_was_unsafe_before(
+) {
     let wh = Webhook::start(&format!("{STATE}\n---\n{BIND_BOB}"), "", &[]);
     // pod-reader is not bound; secrets-reader is bound to bob.
     let old = object(
@@ -94,40 +97,70 @@ async fn a_clusterrole_gaining_secrets_while_bound_is_denied_and_the_update_says
     );
     let new = object(STATE.split("---").next().expect("first doc"));
     let r = wh.review(&review("UPDATE", Some(&new), Some(&old))).await;
-    let msg = response(&r)["status"]["message"].as_str().unwrap_or_default().to_string();
+    let msg = response(&r)["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(response(&r)["allowed"], false);
     assert!(msg.contains(r#"ClusterRole "secrets-reader" grants User "bob" cluster-wide read of Secrets (get, list) through ClusterRoleBinding "bob-reads-secrets""#), "{msg}");
-    assert!(msg.contains("it already granted this before the update: verbs get"), "{msg}");
+    assert!(
+        msg.contains("it already granted this before the update: verbs get"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn warn_mode_admits_with_warnings_and_indirect_routes_warn_in_enforce() {
     let wh = Webhook::start(STATE, "mode: warn\n", &[]);
-    let r = wh.review(&review("CREATE", Some(&object(BIND_BOB)), None)).await;
+    let r = wh
+        .review(&review("CREATE", Some(&object(BIND_BOB)), None))
+        .await;
     assert_eq!(response(&r)["allowed"], true);
-    let warnings = response(&r)["warnings"].as_array().cloned().unwrap_or_default();
+    let warnings = response(&r)["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].as_str().unwrap_or_default().contains("cluster-wide read of Secrets"));
+    assert!(warnings[0]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cluster-wide read of Secrets"));
 
     let wh = Webhook::start(&format!("{STATE}\n---\n{EXEC}"), "", &[]);
     let bind_exec = BIND_BOB.replace("name: secrets-reader", "name: pod-exec");
-    let r = wh.review(&review("CREATE", Some(&object(&bind_exec)), None)).await;
+    let r = wh
+        .review(&review("CREATE", Some(&object(&bind_exec)), None))
+        .await;
     assert_eq!(response(&r)["allowed"], true);
-    let w = response(&r)["warnings"][0].as_str().unwrap_or_default().to_string();
-    assert!(w.contains("exec into pods (pods/exec)") && w.contains("indirect route"), "{w}");
+    let w = response(&r)["warnings"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        w.contains("exec into pods (pods/exec)") && w.contains("indirect route"),
+        "{w}"
+    );
 
     let wh = Webhook::start(&format!("{STATE}\n---\n{EXEC}"), "indirect: deny\n", &[]);
-    let r = wh.review(&review("CREATE", Some(&object(&bind_exec)), None)).await;
+    let r = wh
+        .review(&review("CREATE", Some(&object(&bind_exec)), None))
+        .await;
     assert_eq!(response(&r)["allowed"], false);
 }
 
 #[tokio::test]
 async fn audit_mode_admits_silently_and_logs() {
     let wh = Webhook::start(STATE, "mode: audit\n", &[]);
-    let r = wh.review(&review("CREATE", Some(&object(BIND_BOB)), None)).await;
+    let r = wh
+        .review(&review("CREATE", Some(&object(BIND_BOB)), None))
+        .await;
     assert_eq!(response(&r)["allowed"], true);
     assert!(response(&r).get("warnings").is_none());
-    assert!(wh.wait_for_log("\"verdict\":\"audited\"", Duration::from_secs(5)), "{:?}", wh.logs());
+    assert!(
+        wh.wait_for_log("\"verdict\":\"audited\"", Duration::from_secs(5)),
+        "{:?}",
+        wh.logs()
+    );
     assert!(wh.logs().iter().any(|l| l.contains("bob-reads-secrets")));
 }
 
@@ -135,12 +168,23 @@ async fn audit_mode_admits_silently_and_logs() {
 async fn strict_scope_denies_an_unbound_secrets_clusterrole() {
     let role = STATE.split("---").next().expect("first doc");
     let wh = Webhook::start("", "", &[]);
-    let r = wh.review(&review("CREATE", Some(&object(role)), None)).await;
-    assert_eq!(response(&r)["allowed"], true, "bindings scope: unbound is fine");
+    let r = wh
+        .review(&review("CREATE", Some(&object(role)), None))
+        .await;
+    assert_eq!(
+        response(&r)["allowed"],
+        true,
+        "bindings scope: unbound is fine"
+    );
     let wh = Webhook::start("", "scope: strict\n", &[]);
-    let r = wh.review(&review("CREATE", Some(&object(role)), None)).await;
+    let r = wh
+        .review(&review("CREATE", Some(&object(role)), None))
+        .await;
     assert_eq!(response(&r)["allowed"], false);
-    assert!(response(&r)["status"]["message"].as_str().unwrap_or_default().contains("scope strict"));
+    assert!(response(&r)["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("scope strict"));
 }
 
 #[tokio::test]
@@ -148,18 +192,41 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
     let wh = Webhook::start(STATE, "", &[]);
     let c = wh.client();
     let big = vec![b' '; 3 * 1024 * 1024 + 1];
-    let r = c.post(wh.url("/validate")).body(big).send().await.expect("send");
+    let r = c
+        .post(wh.url("/validate"))
+        .body(big)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 413);
 
-    let r = c.post(wh.url("/validate")).body("{not json").send().await.expect("send");
+    let r = c
+        .post(wh.url("/validate"))
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap_or_default().contains("body is not an AdmissionReview"));
+    assert!(r
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("body is not an AdmissionReview"));
 
     let mut v1beta1 = review("CREATE", Some(&object(BIND_BOB)), None);
     v1beta1["apiVersion"] = "admission.k8s.io/v1beta1".into();
-    let r = c.post(wh.url("/validate")).json(&v1beta1).send().await.expect("send");
+    let r = c
+        .post(wh.url("/validate"))
+        .json(&v1beta1)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap_or_default().contains("admissionReviewVersions: [v1]"));
+    assert!(r
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("admissionReviewVersions: [v1]"));
 
     // A well-formed review of a kind we do not judge: fail closed, with the reason.
     let mut pod = review("CREATE", Some(&object(BIND_BOB)), None);
@@ -173,7 +240,10 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
     bad["request"]["object"]["subjects"] = "bob".into();
     let out = wh.review(&bad).await;
     assert_eq!(response(&out)["allowed"], false);
-    assert!(response(&out)["status"]["message"].as_str().unwrap_or_default().contains("cannot decode ClusterRoleBinding"));
+    assert!(response(&out)["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cannot decode ClusterRoleBinding"));
 
     // The server is still healthy after all that.
     let r = c.get(wh.url("/healthz")).send().await.expect("healthz");
@@ -188,12 +258,25 @@ async fn speaks_h2_and_http11_over_tls12_and_tls13() {
     let body = review("CREATE", Some(&object(BIND_BOB)), None);
     let ca = wh.certs.ca_pem();
     for (alpn, version, want) in [
-        (&[&b"h2"[..], b"http/1.1"][..], None, reqwest::Version::HTTP_2),
+        (
+            &[&b"h2"[..], b"http/1.1"][..],
+            None,
+            reqwest::Version::HTTP_2,
+        ),
         (&[&b"http/1.1"[..]][..], None, reqwest::Version::HTTP_11),
-        (&[&b"h2"[..]][..], Some(&rustls::version::TLS12), reqwest::Version::HTTP_2),
+        (
+            &[&b"h2"[..]][..],
+            Some(&rustls::version::TLS12),
+            reqwest::Version::HTTP_2,
+        ),
     ] {
         let c = common::client(&ca, alpn, version);
-        let r = c.post(wh.url("/validate")).json(&body).send().await.expect("send");
+        let r = c
+            .post(wh.url("/validate"))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.version(), want);
         let v: Value = r.json().await.expect("json");
         assert_eq!(v["response"]["allowed"], false);
@@ -221,7 +304,8 @@ async fn slow_clients_are_timed_out() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-fn futures_stream() -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+fn futures_stream(
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
     struct Stall(bool);
     impl futures_core::Stream for Stall {
         type Item = Result<Vec<u8>, std::io::Error>;
@@ -255,7 +339,10 @@ fn sigterm_shuts_down_gracefully() {
             assert!(s.success(), "exit status {s:?}");
             break;
         }
-        assert!(std::time::Instant::now() < until, "did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < until,
+            "did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(wh.logs().iter().any(|l| l.contains("shutting down")));
@@ -265,16 +352,30 @@ fn sigterm_shuts_down_gracefully() {
 fn unreadable_certificates_fail_start_up_with_the_path() {
     let out = common::bin()
         .args(["serve", "--standalone", "--listen", "127.0.0.1:0"])
-        .args(["--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key"])
+        .args([
+            "--tls-cert",
+            "/nonexistent/tls.crt",
+            "--tls-key",
+            "/nonexistent/tls.key",
+        ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read certificate /nonexistent/tls.crt"), "{err}");
+    assert!(
+        err.contains("cannot read certificate /nonexistent/tls.crt"),
+        "{err}"
+    );
 
     let certs = common::Certs::new();
     let out = common::bin()
-        .args(["serve", "--standalone", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .args([
+            "serve",
+            "--standalone",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
         .arg(certs.path("tls.crt"))
         .arg("--tls-key")
         .arg(certs.path("ca.crt"))

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use crate::policy::{Mode, Policy};
-use crate::rbac::{evaluate, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Severity, RBAC_GROUP};
+use crate::rbac::{
+    evaluate, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Severity, RBAC_GROUP,
+};
 
 use super::review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError};
 use super::StateSource;
@@ -106,7 +108,8 @@ impl Validator {
                     .filter(|f| f.severity == Severity::Deny)
                     .collect();
                 if !old_denials.is_empty() {
-                    let verbs: Vec<String> = old_denials.iter().flat_map(|f| f.verbs.clone()).collect();
+                    let verbs: Vec<String> =
+                        old_denials.iter().flat_map(|f| f.verbs.clone()).collect();
                     before = format!(
                         " (it already granted this before the update: verbs {}; remove the grant rather than retrying)",
                         dedup_join(verbs)
@@ -164,13 +167,29 @@ impl Verdict {
             .filter(|f| f.severity > Severity::Info)
             .collect();
         if !self.response.allowed {
-            let message = self.response.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
-            tracing::info!(uid, kind, op, mode = mode.as_str(), verdict = "denied", message);
+            let message = self
+                .response
+                .status
+                .as_ref()
+                .map(|s| s.message.as_str())
+                .unwrap_or("");
+            tracing::info!(
+                uid,
+                kind,
+                op,
+                mode = mode.as_str(),
+                verdict = "denied",
+                message
+            );
         } else if relevant.is_empty() {
             tracing::debug!(uid, kind, op, verdict = "allowed");
         } else {
             for f in relevant {
-                let verdict = if mode == Mode::Audit { "audited" } else { "warned" };
+                let verdict = if mode == Mode::Audit {
+                    "audited"
+                } else {
+                    "warned"
+                };
                 tracing::info!(uid, kind, op, mode = mode.as_str(), verdict, severity = %f.severity, message = f.message.as_str());
             }
         }

@@ -59,7 +59,10 @@ pub fn issue(dns: &[String], ips: &[IpAddr], days: i64) -> anyhow::Result<Issued
         DnType::CommonName,
         dns.first().map(String::as_str).unwrap_or("secretscope"),
     );
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now - Duration::hours(1);
     leaf.not_after = now + Duration::days(days);

@@ -118,7 +118,13 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
         }
     }
     report.errors = loaded.errors.iter().map(ErrorOut::from).collect();
-    let count = |s| report.findings.iter().filter(|f| f.finding.severity == s).count();
+    let count = |s| {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.finding.severity == s)
+            .count()
+    };
     report.summary = Summary {
         files: loaded.files,
         objects: loaded.objects.len(),

@@ -7,7 +7,11 @@ pub mod serve;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "secretscope", version, about = "Keeps Kubernetes Secrets access scoped to tenancy namespaces")]
+#[command(
+    name = "secretscope",
+    version,
+    about = "Keeps Kubernetes Secrets access scoped to tenancy namespaces"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

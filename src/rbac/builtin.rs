@@ -24,7 +24,12 @@ mod tests {
             .map(|r| r.metadata.name)
             .collect();
         assert_eq!(names.len(), 64, "{names:?}");
-        for want in ["cluster-admin", "system:aggregate-to-edit", "system:auth-delegator", "system:controller:namespace-controller"] {
+        for want in [
+            "cluster-admin",
+            "system:aggregate-to-edit",
+            "system:auth-delegator",
+            "system:controller:namespace-controller",
+        ] {
             assert!(names.iter().any(|n| n == want), "{want}");
         }
     }

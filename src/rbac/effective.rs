@@ -30,12 +30,12 @@ impl<'a> EffectiveRules<'a> {
     }
 
     fn extend(&mut self, role: &'a str, rules: &'a [PolicyRule]) {
-        self.rules.extend(
-            rules
-                .iter()
-                .enumerate()
-                .map(|(index, rule)| SourcedRule { role, index, rule }),
-        );
+        self.rules
+            .extend(rules.iter().enumerate().map(|(index, rule)| SourcedRule {
+                role,
+                index,
+                rule,
+            }));
     }
 
     /// A ClusterRole's rules plus, for an aggregated role, the rules of every ClusterRole its

@@ -97,9 +97,10 @@ impl SubjectPattern {
     pub fn matches(&self, s: &Subject) -> bool {
         (self.kind == "*" || self.kind == s.kind)
             && self.name.is_match(&s.name)
-            && self.namespace.as_ref().is_none_or(|ns| {
-                s.namespace.as_deref().is_some_and(|n| ns.is_match(n))
-            })
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| s.namespace.as_deref().is_some_and(|n| ns.is_match(n)))
     }
 }
 
@@ -155,7 +156,8 @@ pub fn evaluate(object: &RbacObject, state: &ClusterState, opts: &EvalOptions) -
             for f in &mut findings {
                 if f.severity > Severity::Info {
                     f.severity = Severity::Info;
-                    f.message.push_str(&format!(" (exempt by annotation: {reason})"));
+                    f.message
+                        .push_str(&format!(" (exempt by annotation: {reason})"));
                 }
             }
         }
@@ -279,16 +281,24 @@ fn cluster_role(cr: &ClusterRole, state: &ClusterState, opts: &EvalOptions) -> V
                 ),
             };
             let mut f = g.secrets(&access, severity, scope);
-            f.message = format!("secretscope: {} carries {access} {}{why}", g.object, g.via(&f));
+            f.message = format!(
+                "secretscope: {} carries {access} {}{why}",
+                g.object,
+                g.via(&f)
+            );
             out.push(f);
         }
     }
 
     if let Some(severity) = opts.route_severity() {
-        if !granting.is_empty() {
-            let subjects: Vec<Subject> = dedup(granting.iter().flat_map(|(_, s)| s.iter().cloned()));
-            let bindings: Vec<String> =
-                dedup(granting.iter().map(|(p, _)| p.binding.metadata.name.clone()));
+        if !granting.is_empty() && !access.reads_everything() {
+            let subjects: Vec<Subject> =
+                dedup(granting.iter().flat_map(|(_, s)| s.iter().cloned()));
+            let bindings: Vec<String> = dedup(
+                granting
+                    .iter()
+                    .map(|(p, _)| p.binding.metadata.name.clone()),
+            );
             for open in indirect_routes(&rules) {
                 let mut f = g.route(&open, severity, Scope::ClusterWide);
                 let (action, why) = open.route.describe();
@@ -320,7 +330,9 @@ fn cluster_role_binding(
         namespace: None,
     };
     let role_name = crb.role_ref.name.as_str();
-    let Some(role) = state.cluster_role(role_name).filter(|_| crb.role_ref.kind == "ClusterRole")
+    let Some(role) = state
+        .cluster_role(role_name)
+        .filter(|_| crb.role_ref.kind == "ClusterRole")
     else {
         // Allowed: the ClusterRole is judged against this binding when it is created.
         return vec![Finding {
@@ -376,7 +388,10 @@ fn cluster_role_binding(
         f.bindings = vec![crb.metadata.name.clone()];
         out.push(f);
     }
-    if let (Some(severity), false) = (opts.route_severity(), subjects.is_empty()) {
+    if let (Some(severity), false) = (
+        opts.route_severity(),
+        subjects.is_empty() || access.reads_everything(),
+    ) {
         for open in indirect_routes(&rules) {
             let mut f = g.route(&open, severity, Scope::ClusterWide);
             let (action, why) = open.route.describe();
@@ -455,7 +470,10 @@ fn role_binding(rb: &RoleBinding, state: &ClusterState, object: ObjectRef) -> Ve
 
 fn only_named(open: &OpenRoute) -> String {
     match &open.only_named {
-        Some(names) => format!(" (only those named {})", quoted(names.iter().map(String::as_str))),
+        Some(names) => format!(
+            " (only those named {})",
+            quoted(names.iter().map(String::as_str))
+        ),
         None => String::new(),
     }
 }

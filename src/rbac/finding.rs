@@ -72,7 +72,11 @@ impl RuleRef {
         }
     }
 
-    pub fn collect(role_kind: &'static str, rules: &EffectiveRules<'_>, idx: &[usize]) -> Vec<Self> {
+    pub fn collect(
+        role_kind: &'static str,
+        rules: &EffectiveRules<'_>,
+        idx: &[usize],
+    ) -> Vec<Self> {
         idx.iter()
             .filter_map(|&i| rules.get(i))
             .map(|sr| Self::new(role_kind, sr))
@@ -111,7 +115,10 @@ pub fn describe_via(via: &[RuleRef], bound_role_kind: &str, bound_role: &str) ->
         if last_role == Some(r.role.as_str()) {
             parts.push(format!("rule {} {}", r.rule, r.text));
         } else {
-            parts.push(format!("{} \"{}\" rule {} {}", r.role_kind, r.role, r.rule, r.text));
+            parts.push(format!(
+                "{} \"{}\" rule {} {}",
+                r.role_kind, r.role, r.rule, r.text
+            ));
         }
         last_role = Some(&r.role);
     }

@@ -97,16 +97,56 @@ impl IndirectRoute {
             ],
             Self::ServiceAccountToken => &[("create", "", "serviceaccounts", "token")],
             Self::WebhookConfigurations => &[
-                ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ""),
-                ("update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ""),
-                ("patch", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ""),
-                ("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", ""),
-                ("update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", ""),
-                ("patch", "admissionregistration.k8s.io", "validatingwebhookconfigurations", ""),
+                (
+                    "create",
+                    "admissionregistration.k8s.io",
+                    "mutatingwebhookconfigurations",
+                    "",
+                ),
+                (
+                    "update",
+                    "admissionregistration.k8s.io",
+                    "mutatingwebhookconfigurations",
+                    "",
+                ),
+                (
+                    "patch",
+                    "admissionregistration.k8s.io",
+                    "mutatingwebhookconfigurations",
+                    "",
+                ),
+                (
+                    "create",
+                    "admissionregistration.k8s.io",
+                    "validatingwebhookconfigurations",
+                    "",
+                ),
+                (
+                    "update",
+                    "admissionregistration.k8s.io",
+                    "validatingwebhookconfigurations",
+                    "",
+                ),
+                (
+                    "patch",
+                    "admissionregistration.k8s.io",
+                    "validatingwebhookconfigurations",
+                    "",
+                ),
             ],
             Self::ApproveCsr => &[
-                ("update", "certificates.k8s.io", "certificatesigningrequests", "approval"),
-                ("patch", "certificates.k8s.io", "certificatesigningrequests", "approval"),
+                (
+                    "update",
+                    "certificates.k8s.io",
+                    "certificatesigningrequests",
+                    "approval",
+                ),
+                (
+                    "patch",
+                    "certificates.k8s.io",
+                    "certificatesigningrequests",
+                    "approval",
+                ),
             ],
             // A requested verb of "*" only equals a rule verb of "*": this asks for the literal
             // wildcard, which includes escalate and bind.
@@ -143,16 +183,46 @@ impl IndirectRoute {
     /// What the grant lets its holder do, and why that reaches Secrets.
     pub fn describe(self) -> (&'static str, &'static str) {
         match self {
-            Self::Workloads => ("create or change pods and pod-creating workloads", "which can mount any Secret of their namespace"),
-            Self::PodExec => ("exec into pods (pods/exec)", "reading the Secrets they mount"),
-            Self::PodAttach => ("attach to pods (pods/attach)", "reading what they print of their Secrets"),
-            Self::NodeProxy => ("reach the kubelet API (nodes/proxy)", "which runs commands in any pod"),
-            Self::Impersonate => ("impersonate users, groups or service accounts", "taking on their Secrets access"),
-            Self::EscalateOrBind => ("escalate or bind any role (no resourceNames)", "granting itself Secrets access"),
-            Self::ServiceAccountToken => ("mint service account tokens (serviceaccounts/token)", "acting as any service account"),
-            Self::WebhookConfigurations => ("write admission webhook configurations", "which can be pointed at every Secret written"),
-            Self::ApproveCsr => ("approve certificate signing requests", "minting client certificates for any identity"),
-            Self::RbacWildcard => ("use every verb (\"*\") on RBAC objects", "escalate and bind included"),
+            Self::Workloads => (
+                "create or change pods and pod-creating workloads",
+                "which can mount any Secret of their namespace",
+            ),
+            Self::PodExec => (
+                "exec into pods (pods/exec)",
+                "reading the Secrets they mount",
+            ),
+            Self::PodAttach => (
+                "attach to pods (pods/attach)",
+                "reading what they print of their Secrets",
+            ),
+            Self::NodeProxy => (
+                "reach the kubelet API (nodes/proxy)",
+                "which runs commands in any pod",
+            ),
+            Self::Impersonate => (
+                "impersonate users, groups or service accounts",
+                "taking on their Secrets access",
+            ),
+            Self::EscalateOrBind => (
+                "escalate or bind any role (no resourceNames)",
+                "granting itself Secrets access",
+            ),
+            Self::ServiceAccountToken => (
+                "mint service account tokens (serviceaccounts/token)",
+                "acting as any service account",
+            ),
+            Self::WebhookConfigurations => (
+                "write admission webhook configurations",
+                "which can be pointed at every Secret written",
+            ),
+            Self::ApproveCsr => (
+                "approve certificate signing requests",
+                "minting client certificates for any identity",
+            ),
+            Self::RbacWildcard => (
+                "use every verb (\"*\") on RBAC objects",
+                "escalate and bind included",
+            ),
         }
     }
 }
@@ -215,15 +285,13 @@ mod tests {
     use super::*;
     use crate::rbac::model::PolicyRule;
 
-    fn routes(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Vec<IndirectRoute> {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        let rules = vec![PolicyRule {
-            verbs: s(verbs),
-            api_groups: s(groups),
-            resources: s(resources),
-            resource_names: s(names),
-            non_resource_urls: vec![],
-        }];
+    fn routes(
+        verbs: &[&str],
+        groups: &[&str],
+        resources: &[&str],
+        names: &[&str],
+    ) -> Vec<IndirectRoute> {
+        let rules = vec![PolicyRule::of(verbs, groups, resources, names)];
         indirect_routes(&EffectiveRules::own("r", &rules))
             .into_iter()
             .map(|r| r.route)
@@ -234,26 +302,81 @@ mod tests {
     fn each_route() {
         use IndirectRoute::*;
         assert_eq!(routes(&["create"], &[""], &["pods"], &[]), vec![Workloads]);
-        assert_eq!(routes(&["patch"], &["apps"], &["deployments"], &[]), vec![Workloads]);
-        assert_eq!(routes(&["get", "list"], &["apps"], &["deployments"], &[]), vec![]);
-        assert_eq!(routes(&["create"], &[""], &["pods/exec"], &[]), vec![PodExec]);
-        assert_eq!(routes(&["get"], &[""], &["pods/attach"], &[]), vec![PodAttach]);
-        assert_eq!(routes(&["get"], &[""], &["nodes/proxy"], &[]), vec![NodeProxy]);
-        assert_eq!(routes(&["get"], &[""], &["nodes/*"], &[]), vec![], "nodes/* is literal");
-        assert_eq!(routes(&["impersonate"], &[""], &["serviceaccounts"], &[]), vec![Impersonate]);
-        assert_eq!(routes(&["bind"], &[RBAC], &["clusterroles"], &[]), vec![EscalateOrBind]);
-        assert_eq!(routes(&["bind", "escalate"], &[RBAC], &["roles"], &["secrets-role"]), vec![]);
-        assert_eq!(routes(&["create"], &[""], &["serviceaccounts/token"], &[]), vec![ServiceAccountToken]);
         assert_eq!(
-            routes(&["patch"], &["admissionregistration.k8s.io"], &["mutatingwebhookconfigurations"], &[]),
+            routes(&["patch"], &["apps"], &["deployments"], &[]),
+            vec![Workloads]
+        );
+        assert_eq!(
+            routes(&["get", "list"], &["apps"], &["deployments"], &[]),
+            vec![]
+        );
+        assert_eq!(
+            routes(&["create"], &[""], &["pods/exec"], &[]),
+            vec![PodExec]
+        );
+        assert_eq!(
+            routes(&["get"], &[""], &["pods/attach"], &[]),
+            vec![PodAttach]
+        );
+        assert_eq!(
+            routes(&["get"], &[""], &["nodes/proxy"], &[]),
+            vec![NodeProxy]
+        );
+        assert_eq!(
+            routes(&["get"], &[""], &["nodes/*"], &[]),
+            vec![],
+            "nodes/* is literal"
+        );
+        assert_eq!(
+            routes(&["impersonate"], &[""], &["serviceaccounts"], &[]),
+            vec![Impersonate]
+        );
+        assert_eq!(
+            routes(&["bind"], &[RBAC], &["clusterroles"], &[]),
+            vec![EscalateOrBind]
+        );
+        assert_eq!(
+            routes(
+                &["bind", "escalate"],
+                &[RBAC],
+                &["roles"],
+                &["secrets-role"]
+            ),
+            vec![]
+        );
+        assert_eq!(
+            routes(&["create"], &[""], &["serviceaccounts/token"], &[]),
+            vec![ServiceAccountToken]
+        );
+        assert_eq!(
+            routes(
+                &["patch"],
+                &["admissionregistration.k8s.io"],
+                &["mutatingwebhookconfigurations"],
+                &[]
+            ),
             vec![WebhookConfigurations]
         );
         assert_eq!(
-            routes(&["update"], &["certificates.k8s.io"], &["certificatesigningrequests/approval"], &[]),
+            routes(
+                &["update"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/approval"],
+                &[]
+            ),
             vec![ApproveCsr]
         );
-        assert_eq!(routes(&["*"], &[RBAC], &["rolebindings"], &[]), vec![RbacWildcard]);
-        assert_eq!(routes(&["create", "update"], &[RBAC], &["rolebindings"], &[]), vec![]);
-        assert_eq!(routes(&["*"], &["*"], &["*"], &[]), IndirectRoute::ALL.to_vec());
+        assert_eq!(
+            routes(&["*"], &[RBAC], &["rolebindings"], &[]),
+            vec![RbacWildcard]
+        );
+        assert_eq!(
+            routes(&["create", "update"], &[RBAC], &["rolebindings"], &[]),
+            vec![]
+        );
+        assert_eq!(
+            routes(&["*"], &["*"], &["*"], &[]),
+            IndirectRoute::ALL.to_vec()
+        );
     }
 }

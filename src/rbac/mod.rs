@@ -20,8 +20,8 @@ pub use evaluate::{
 pub use finding::{Finding, Route, RuleRef, Scope, Severity};
 pub use indirect::IndirectRoute;
 pub use model::{
-    ClusterRole, ClusterRoleBinding, ObjectRef, PolicyRule, RbacKind, RbacObject, Role, RBAC_GROUP,
-    RoleBinding, Subject,
+    ClusterRole, ClusterRoleBinding, ObjectRef, PolicyRule, RbacKind, RbacObject, Role,
+    RoleBinding, Subject, RBAC_GROUP,
 };
 pub use secrets::{Reach, SecretsAccess, SecretsVerb};
 pub use state::ClusterState;

@@ -25,9 +25,17 @@ pub struct ObjectMeta {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -37,11 +45,23 @@ pub struct ObjectMeta {
 pub struct PolicyRule {
     #[serde(default, deserialize_with = "null_as_default")]
     pub verbs: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub api_groups: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub resources: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub resource_names: Vec<String>,
     #[serde(
         default,
@@ -50,6 +70,21 @@ pub struct PolicyRule {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub non_resource_urls: Vec<String>,
+}
+
+#[cfg(test)]
+impl PolicyRule {
+    /// `PolicyRule::of(&["get"], &[""], &["secrets"], &[])`, for tests.
+    pub fn of(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Self {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Self {
+            verbs: s(verbs),
+            api_groups: s(groups),
+            resources: s(resources),
+            resource_names: s(names),
+            non_resource_urls: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Display for PolicyRule {
@@ -85,16 +120,28 @@ pub enum SelectorOperator {
 pub struct LabelSelectorRequirement {
     pub key: String,
     pub operator: SelectorOperator,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub match_labels: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
@@ -235,7 +282,10 @@ impl RbacObject {
     /// callers can skip Deployments and the like; any `rbac.authorization.k8s.io` version is
     /// accepted (v1beta1 charts still circulate and mean the same).
     pub fn from_value(value: &serde_json::Value) -> Result<Option<Self>, DecodeError> {
-        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let Some(kind) = RbacKind::from_kind(kind).filter(|_| group == RBAC_GROUP) else {

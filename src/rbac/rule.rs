@@ -78,9 +78,7 @@ pub fn resource_name_matches(rule: &PolicyRule, name: &str) -> bool {
 /// trimmed, as Go's `strings.TrimRight` does).
 pub fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
     rule.non_resource_urls.iter().any(|u| {
-        u == ALL
-            || u == path
-            || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
+        u == ALL || u == path || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
     })
 }
 
@@ -132,14 +130,7 @@ mod tests {
     use super::*;
 
     fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        PolicyRule {
-            verbs: s(verbs),
-            api_groups: s(groups),
-            resources: s(resources),
-            resource_names: s(names),
-            non_resource_urls: vec![],
-        }
+        PolicyRule::of(verbs, groups, resources, names)
     }
 
     fn secrets(verb: &str) -> ResourceRequest<'_> {
@@ -150,30 +141,150 @@ mod tests {
     fn table() {
         // (rule, request, allowed, why)
         let cases: Vec<(PolicyRule, ResourceRequest, bool, &str)> = vec![
-            (rule(&["get"], &[""], &["secrets"], &[]), secrets("get"), true, "exact"),
-            (rule(&["*"], &[""], &["secrets"], &[]), secrets("delete"), true, "verb wildcard"),
-            (rule(&["get"], &["*"], &["secrets"], &[]), secrets("get"), true, "group wildcard"),
-            (rule(&["get"], &[""], &["*"], &[]), secrets("get"), true, "resource wildcard"),
-            (rule(&["get"], &["apps"], &["secrets"], &[]), secrets("get"), false, "wrong group"),
-            (rule(&["get"], &[], &["secrets"], &[]), secrets("get"), false, "no group"),
-            (rule(&["get"], &[""], &["Secrets"], &[]), secrets("get"), false, "case"),
-            (rule(&["GET"], &[""], &["secrets"], &[]), secrets("get"), false, "verb case"),
-            (rule(&["get"], &[""], &["secret"], &[]), secrets("get"), false, "singular"),
-            (rule(&["get"], &[""], &["secrets/*"], &[]), secrets("get"), false, "secrets/* literal"),
-            (rule(&["get"], &[""], &["*/*"], &[]), secrets("get"), false, "*/* needs subresource"),
-            (rule(&["get"], &[""], &["secrets/status"], &[]), secrets("get"), false, "subresource"),
-            (rule(&["get"], &[""], &["secrets"], &[]), secrets("get").subresource("status"), false, "resource is not its subresource"),
-            (rule(&["get"], &[""], &["secrets/status"], &[]), secrets("get").subresource("status"), true, "exact subresource"),
-            (rule(&["get"], &[""], &["*/status"], &[]), secrets("get").subresource("status"), true, "*/subresource"),
-            (rule(&["get"], &[""], &["*/status"], &[]), secrets("get").subresource("statusx"), false, "*/sub exact length"),
-            (rule(&["get"], &[""], &["*/tatus"], &[]), secrets("get").subresource("status"), false, "*/sub not suffix"),
-            (rule(&["get"], &[""], &["*"], &[]), secrets("get").subresource("status"), true, "* covers subresources"),
-            (rule(&["create"], &[""], &["pods/exec"], &[]), ResourceRequest::new("create", "", "pods").subresource("exec"), true, "pods/exec"),
-            (rule(&["get"], &[""], &["podsx/exec"], &[]), ResourceRequest::new("get", "", "pods").subresource("exec"), false, "prefix only"),
-            (rule(&["get"], &[""], &["secrets"], &["a"]), secrets("get").named("a"), true, "named"),
-            (rule(&["get"], &[""], &["secrets"], &["a"]), secrets("get").named("b"), false, "other name"),
-            (rule(&["list"], &[""], &["secrets"], &["a"]), secrets("list"), false, "named list without name"),
-            (rule(&["get"], &[""], &["secrets"], &[]), secrets("get").named("z"), true, "no names = all"),
+            (
+                rule(&["get"], &[""], &["secrets"], &[]),
+                secrets("get"),
+                true,
+                "exact",
+            ),
+            (
+                rule(&["*"], &[""], &["secrets"], &[]),
+                secrets("delete"),
+                true,
+                "verb wildcard",
+            ),
+            (
+                rule(&["get"], &["*"], &["secrets"], &[]),
+                secrets("get"),
+                true,
+                "group wildcard",
+            ),
+            (
+                rule(&["get"], &[""], &["*"], &[]),
+                secrets("get"),
+                true,
+                "resource wildcard",
+            ),
+            (
+                rule(&["get"], &["apps"], &["secrets"], &[]),
+                secrets("get"),
+                false,
+                "wrong group",
+            ),
+            (
+                rule(&["get"], &[], &["secrets"], &[]),
+                secrets("get"),
+                false,
+                "no group",
+            ),
+            (
+                rule(&["get"], &[""], &["Secrets"], &[]),
+                secrets("get"),
+                false,
+                "case",
+            ),
+            (
+                rule(&["GET"], &[""], &["secrets"], &[]),
+                secrets("get"),
+                false,
+                "verb case",
+            ),
+            (
+                rule(&["get"], &[""], &["secret"], &[]),
+                secrets("get"),
+                false,
+                "singular",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets/*"], &[]),
+                secrets("get"),
+                false,
+                "secrets/* literal",
+            ),
+            (
+                rule(&["get"], &[""], &["*/*"], &[]),
+                secrets("get"),
+                false,
+                "*/* needs subresource",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets/status"], &[]),
+                secrets("get"),
+                false,
+                "subresource",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets"], &[]),
+                secrets("get").subresource("status"),
+                false,
+                "resource is not its subresource",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets/status"], &[]),
+                secrets("get").subresource("status"),
+                true,
+                "exact subresource",
+            ),
+            (
+                rule(&["get"], &[""], &["*/status"], &[]),
+                secrets("get").subresource("status"),
+                true,
+                "*/subresource",
+            ),
+            (
+                rule(&["get"], &[""], &["*/status"], &[]),
+                secrets("get").subresource("statusx"),
+                false,
+                "*/sub exact length",
+            ),
+            (
+                rule(&["get"], &[""], &["*/tatus"], &[]),
+                secrets("get").subresource("status"),
+                false,
+                "*/sub not suffix",
+            ),
+            (
+                rule(&["get"], &[""], &["*"], &[]),
+                secrets("get").subresource("status"),
+                true,
+                "* covers subresources",
+            ),
+            (
+                rule(&["create"], &[""], &["pods/exec"], &[]),
+                ResourceRequest::new("create", "", "pods").subresource("exec"),
+                true,
+                "pods/exec",
+            ),
+            (
+                rule(&["get"], &[""], &["podsx/exec"], &[]),
+                ResourceRequest::new("get", "", "pods").subresource("exec"),
+                false,
+                "prefix only",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets"], &["a"]),
+                secrets("get").named("a"),
+                true,
+                "named",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets"], &["a"]),
+                secrets("get").named("b"),
+                false,
+                "other name",
+            ),
+            (
+                rule(&["list"], &[""], &["secrets"], &["a"]),
+                secrets("list"),
+                false,
+                "named list without name",
+            ),
+            (
+                rule(&["get"], &[""], &["secrets"], &[]),
+                secrets("get").named("z"),
+                true,
+                "no names = all",
+            ),
         ];
         for (r, req, want, why) in cases {
             assert_eq!(rule_allows(&r, &req), want, "{why}: {r} vs {req:?}");
@@ -192,7 +303,10 @@ mod tests {
         assert!(rule_allows_non_resource(&r, "get", "/api/v1"));
         assert!(rule_allows_non_resource(&r, "get", "/api/"));
         assert!(!rule_allows_non_resource(&r, "get", "/api"));
-        assert!(rule_allows_non_resource(&r, "get", "/logs/x"), "all trailing * trimmed");
+        assert!(
+            rule_allows_non_resource(&r, "get", "/logs/x"),
+            "all trailing * trimmed"
+        );
         assert!(!rule_allows_non_resource(&r, "post", "/healthz"));
         // A resource rule never allows a non-resource request and vice versa.
         let res = rule(&["get"], &["*"], &["*"], &[]);
@@ -204,8 +318,14 @@ mod tests {
         let named = rule(&["*"], &[""], &["secrets"], &["a"]);
         assert_eq!(name_coverage(&named, &secrets("get")), NameCoverage::Named);
         assert_eq!(name_coverage(&named, &secrets("list")), NameCoverage::Named);
-        assert_eq!(name_coverage(&named, &secrets("create")), NameCoverage::None);
-        assert_eq!(name_coverage(&named, &secrets("deletecollection")), NameCoverage::None);
+        assert_eq!(
+            name_coverage(&named, &secrets("create")),
+            NameCoverage::None
+        );
+        assert_eq!(
+            name_coverage(&named, &secrets("deletecollection")),
+            NameCoverage::None
+        );
         let all = rule(&["*"], &[""], &["secrets"], &[]);
         assert_eq!(name_coverage(&all, &secrets("create")), NameCoverage::All);
     }

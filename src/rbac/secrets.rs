@@ -95,7 +95,8 @@ impl SecretsAccess {
                         Some(Reach::All) => {}
                         Some(Reach::Named(names)) => names.extend(rule.resource_names.clone()),
                         None => {
-                            reach = Some(Reach::Named(rule.resource_names.iter().cloned().collect()))
+                            reach =
+                                Some(Reach::Named(rule.resource_names.iter().cloned().collect()))
                         }
                     },
                 }
@@ -127,7 +128,19 @@ impl SecretsAccess {
 
     /// True when every granted verb is limited to named Secrets.
     pub fn named_only(&self) -> bool {
-        !self.is_empty() && self.grants.iter().all(|(_, r)| matches!(r, Reach::Named(_)))
+        !self.is_empty()
+            && self
+                .grants
+                .iter()
+                .all(|(_, r)| matches!(r, Reach::Named(_)))
+    }
+
+    /// Unrestricted list or watch: each returns every Secret with its data (a watch starts with
+    /// an ADDED event per existing object), so indirect routes to Secrets add nothing to report.
+    pub fn reads_everything(&self) -> bool {
+        [SecretsVerb::List, SecretsVerb::Watch]
+            .iter()
+            .any(|v| self.reach(*v) == Some(&Reach::All))
     }
 
     /// Every name a named grant is limited to.
@@ -147,8 +160,10 @@ impl fmt::Display for SecretsAccess {
     /// `read of Secrets (get, list)`, `read and write of Secrets (get, update; ...)`, with named
     /// grants spelled out: `write of Secrets named "a" (update)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (all, named): (Vec<_>, Vec<_>) =
-            self.grants.iter().partition(|(_, r)| matches!(r, Reach::All));
+        let (all, named): (Vec<_>, Vec<_>) = self
+            .grants
+            .iter()
+            .partition(|(_, r)| matches!(r, Reach::All));
         let mut parts = Vec::new();
         if !all.is_empty() {
             parts.push(describe(all.iter().map(|(v, _)| *v), None));
@@ -191,22 +206,13 @@ mod tests {
     use super::*;
     use crate::rbac::model::PolicyRule;
 
-    fn rules(specs: &[(&[&str], &[&str], &[&str], &[&str])]) -> Vec<PolicyRule> {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        specs
-            .iter()
-            .map(|(verbs, groups, resources, names)| PolicyRule {
-                verbs: s(verbs),
-                api_groups: s(groups),
-                resources: s(resources),
-                resource_names: s(names),
-                non_resource_urls: vec![],
-            })
-            .collect()
-    }
+    type Spec<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a [&'a str]);
 
-    fn access(specs: &[(&[&str], &[&str], &[&str], &[&str])]) -> SecretsAccess {
-        let r = rules(specs);
+    fn access(specs: &[Spec<'_>]) -> SecretsAccess {
+        let r: Vec<PolicyRule> = specs
+            .iter()
+            .map(|(v, g, r, n)| PolicyRule::of(v, g, r, n))
+            .collect();
         SecretsAccess::of(&EffectiveRules::own("r", &r))
     }
 
@@ -218,7 +224,9 @@ mod tests {
 
         let a = access(&[(&["*"], &["*"], &["*"], &[])]);
         assert_eq!(a.verbs().len(), 8);
-        assert!(a.to_string().starts_with("read and write of Secrets (get, list, watch, create"));
+        assert!(a
+            .to_string()
+            .starts_with("read and write of Secrets (get, list, watch, create"));
 
         let a = access(&[(&["update"], &[""], &["secrets"], &[])]);
         assert_eq!(
@@ -237,10 +245,18 @@ mod tests {
 
     #[test]
     fn named_secrets() {
-        let a = access(&[(&["get", "create", "list"], &[""], &["secrets"], &["tls", "ca"])]);
+        let a = access(&[(
+            &["get", "create", "list"],
+            &[""],
+            &["secrets"],
+            &["tls", "ca"],
+        )]);
         assert!(a.named_only());
         assert_eq!(a.verbs(), vec![SecretsVerb::Get, SecretsVerb::List]);
-        assert_eq!(a.to_string(), r#"read of Secrets named "ca", "tls" (get, list)"#);
+        assert_eq!(
+            a.to_string(),
+            r#"read of Secrets named "ca", "tls" (get, list)"#
+        );
 
         let a = access(&[
             (&["get"], &[""], &["secrets"], &[]),
@@ -249,7 +265,9 @@ mod tests {
         assert!(!a.named_only());
         assert_eq!(a.reach(SecretsVerb::Get), Some(&Reach::All));
         assert_eq!(a.granting_rules, vec![0, 1]);
-        assert!(a.to_string().contains(r#"write of Secrets named "tls" (update"#));
+        assert!(a
+            .to_string()
+            .contains(r#"write of Secrets named "tls" (update"#));
 
         // An unrestricted rule subsumes a named one for the same verb.
         let a = access(&[

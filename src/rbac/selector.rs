@@ -29,7 +29,10 @@ mod tests {
     use crate::rbac::model::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: SelectorOperator, values: &[&str]) -> LabelSelector {
@@ -69,14 +72,23 @@ mod tests {
     fn match_labels_and_expressions_are_anded() {
         let mut sel = expr("team", SelectorOperator::Exists, &[]);
         sel.match_labels = labels(&[("tier", "edit")]);
-        assert!(selector_matches(&sel, &labels(&[("tier", "edit"), ("team", "a")])));
+        assert!(selector_matches(
+            &sel,
+            &labels(&[("tier", "edit"), ("team", "a")])
+        ));
         assert!(!selector_matches(&sel, &labels(&[("tier", "edit")])));
-        assert!(!selector_matches(&sel, &labels(&[("tier", "view"), ("team", "a")])));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("tier", "view"), ("team", "a")])
+        ));
     }
 
     #[test]
     fn empty_selector_selects_everything() {
         assert!(selector_matches(&LabelSelector::default(), &labels(&[])));
-        assert!(selector_matches(&LabelSelector::default(), &labels(&[("a", "b")])));
+        assert!(selector_matches(
+            &LabelSelector::default(),
+            &labels(&[("a", "b")])
+        ));
     }
 }

@@ -19,7 +19,10 @@ pub struct ClusterState {
 }
 
 fn namespaced_key(meta: &super::model::ObjectMeta) -> (String, String) {
-    (meta.namespace.clone().unwrap_or_default(), meta.name.clone())
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone(),
+    )
 }
 
 impl ClusterState {
@@ -107,7 +110,8 @@ impl ClusterState {
 
     /// ClusterRoles with an `aggregationRule`.
     pub fn aggregators(&self) -> impl Iterator<Item = &ClusterRole> {
-        self.cluster_roles().filter(|r| r.aggregation_rule.is_some())
+        self.cluster_roles()
+            .filter(|r| r.aggregation_rule.is_some())
     }
 
     /// ClusterRoleBindings whose roleRef names this ClusterRole.

@@ -134,7 +134,10 @@ async fn shutdown_on_signal(handle: Handle<SocketAddr>, app: Arc<App>, grace: Du
         _ = terminate => {},
         _ = tokio::signal::ctrl_c() => {},
     }
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining connections");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: draining connections"
+    );
     app.shutting_down.store(true, Ordering::Relaxed);
     handle.graceful_shutdown(Some(grace));
 }

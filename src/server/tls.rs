@@ -108,12 +108,13 @@ impl TlsFiles {
                         detail: e.to_string(),
                     })?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| TlsError::ClientCa {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })?;
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| TlsError::ClientCa {
+                            path: path.clone(),
+                            detail: e.to_string(),
+                        })?;
                 builder.with_client_cert_verifier(verifier)
             }
             _ => builder.with_no_client_auth(),
@@ -174,9 +175,13 @@ impl ReloadingTls {
         loop {
             tick.tick().await;
             match self.reload_if_changed() {
-                Ok(true) => tracing::info!(cert = %self.files.cert.display(), "reloaded serving certificate"),
+                Ok(true) => {
+                    tracing::info!(cert = %self.files.cert.display(), "reloaded serving certificate")
+                }
                 Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "new serving certificate rejected; keeping the previous one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "new serving certificate rejected; keeping the previous one")
+                }
             }
         }
     }

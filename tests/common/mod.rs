@@ -30,7 +30,11 @@ impl Certs {
             .arg(dir.path())
             .output()
             .expect("run secretscope certs");
-        assert!(out.status.success(), "certs: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { dir }
     }
 
@@ -62,19 +66,26 @@ impl Webhook {
         let policy_path = files.path().join("secretscope.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
         let mut cmd = bin();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--standalone", "--log-format", "json"])
-            .arg("--state")
-            .arg(&state_path)
-            .arg("--config")
-            .arg(&policy_path)
-            .arg("--tls-cert")
-            .arg(certs.path("tls.crt"))
-            .arg("--tls-key")
-            .arg(certs.path("tls.key"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--standalone",
+            "--log-format",
+            "json",
+        ])
+        .arg("--state")
+        .arg(&state_path)
+        .arg("--config")
+        .arg(&policy_path)
+        .arg("--tls-cert")
+        .arg(certs.path("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.path("tls.key"))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn secretscope serve");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
@@ -94,7 +105,10 @@ impl Webhook {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("webhook did not start: {:?}", logs.lock().map(|l| l.clone()));
+                panic!(
+                    "webhook did not start: {:?}",
+                    logs.lock().map(|l| l.clone())
+                );
             }
         };
         Self {
@@ -185,11 +199,9 @@ pub fn client(
 /// Converts manifest YAML into the JSON object an API server would put in `request.object`,
 /// with server-populated metadata (uid, managedFields, ...) that the webhook must skip over.
 pub fn object(yaml: &str) -> Value {
-    let mut v: Value = serde_saphyr::from_str_with_options(
-        yaml,
-        serde_saphyr::options! { strict_booleans: true },
-    )
-    .expect("test manifest");
+    let mut v: Value =
+        serde_saphyr::from_str_with_options(yaml, serde_saphyr::options! { strict_booleans: true })
+            .expect("test manifest");
     if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         meta.insert("uid".into(), json!("0b6a5ba2-36d3-4d6c-9a3b-5b8b35c7ad10"));
         meta.insert("resourceVersion".into(), json!("48213"));

@@ -1,0 +1,177 @@
+//! `secretscope check` as a CI pipeline runs it: real files, stdin, exit codes, JSON.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+const SAFE: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: pod-reader}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: pod-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pod-reader}
+subjects: [{kind: ServiceAccount, name: app, namespace: apps}]
+"#;
+
+/// A chart that binds the built-in cluster-admin: only the built-in role set makes this a denial.
+const CHART: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: installer, namespace: tools}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: installer-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects: [{kind: ServiceAccount, name: installer, namespace: tools}]
+"#;
+
+fn check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = common::bin()
+        .arg("check")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn check");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).expect("stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exit_codes_clean_findings_and_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let safe = dir.path().join("safe.yaml");
+    std::fs::write(&safe, SAFE).expect("write");
+    let (code, out, _) = check(&[safe.to_str().unwrap_or_default()], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 objects in 1 files: 0 deny"), "{out}");
+
+    let (code, out, _) = check(&["-"], Some(CHART));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("1 deny, 0 warn"),
+        "full Secrets read makes indirect routes moot: {out}"
+    );
+    assert!(
+        out.contains(r#"DENY  <stdin>:6: ClusterRoleBinding "installer-admin" grants ServiceAccount "tools/installer" cluster-wide read and write of Secrets"#),
+        "{out}"
+    );
+    // Without the built-in roles, cluster-admin is unknown: a warning, not a denial.
+    let (code, out, _) = check(&["--no-builtins", "-"], Some(CHART));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("which is not known"), "{out}");
+
+    // Bad input wins over findings: exit 2, with file, document and line, and the good document
+    // in the same stream is still judged.
+    let broken = format!("{CHART}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: x}}\nrules: [{{verbs: 7}}]\n");
+    let (code, out, _) = check(&["-"], Some(&broken));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("ERROR <stdin>: document 3 (line 13): invalid ClusterRole: rules[0].verbs:"),
+        "{out}"
+    );
+    assert!(out.contains("installer-admin"), "{out}");
+
+    let (code, out, _) = check(&["-"], Some("a: [\n"));
+    assert_eq!(code, 2);
+    assert!(out.contains("ERROR <stdin>: invalid YAML"), "{out}");
+
+    let (code, out, _) = check(&["/nonexistent/manifests.yaml"], None);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("ERROR /nonexistent/manifests.yaml: No such file"),
+        "{out}"
+    );
+}
+
+#[test]
+fn directories_json_lists_and_strict_scope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nested = dir.path().join("charts/app/templates");
+    std::fs::create_dir_all(&nested).expect("mkdir");
+    // A kubectl-style List in JSON, and a role that carries secrets but is never bound.
+    let list = serde_json::json!({
+        "apiVersion": "v1", "kind": "List",
+        "items": [{
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "secret-syncer"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"]}]
+        }]
+    });
+    std::fs::write(nested.join("role.json"), list.to_string()).expect("write");
+    std::fs::write(nested.join("notes.txt"), "not a manifest").expect("write");
+    std::fs::write(dir.path().join("safe.yml"), SAFE).expect("write");
+    let d = dir.path().to_str().unwrap_or_default();
+
+    let (code, out, _) = check(&["--format", "json", "--show-info", d], None);
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out).expect("json output");
+    assert_eq!(v["summary"]["files"], 2, "{v}");
+    assert_eq!(v["summary"]["objects"], 3);
+    let f = &v["findings"][0];
+    assert_eq!(f["severity"], "info");
+    assert_eq!(f["scope"], "unbound");
+    assert_eq!(f["object"]["name"], "secret-syncer");
+    assert_eq!(f["verbs"], serde_json::json!(["get", "update"]));
+    assert!(f["file"]
+        .as_str()
+        .unwrap_or_default()
+        .ends_with("role.json"));
+
+    let (code, out, _) = check(&["--scope", "strict", d], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("scope strict allows no ClusterRole to carry a Secrets rule"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_policy_file_names_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("secretscope.yaml");
+    std::fs::write(&policy, "tenancy:\n  verbs: [get, impersonate]\n").expect("write");
+    let (code, _, err) = check(
+        &["--config", policy.to_str().unwrap_or_default(), "-"],
+        Some(SAFE),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("tenancy.verbs[1]"), "{err}");
+}
+
+#[test]
+fn the_whole_corpus_is_judged_without_input_errors() {
+    let Some(dir) = common::corpus_dir() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "corpus missing in CI"
+        );
+        eprintln!("skipping: ../shared/corpus/rbac not found");
+        return;
+    };
+    let (code, out, _) = check(
+        &["--format", "json", dir.to_str().unwrap_or_default()],
+        None,
+    );
+    assert_eq!(code, 1, "the corpus holds cluster-wide Secrets grants");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["summary"]["errors"], 0, "{}", v["errors"]);
+    assert!(v["summary"]["objects"].as_u64().unwrap_or_default() > 400);
+}
