@@ -388,6 +388,13 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_defaults() {
+        let example =
+            Policy::parse(include_str!("../examples/secretscope.yaml"), "example").unwrap();
+        assert_eq!(example.file, PolicyFile::default());
+    }
+
+    #[test]
     fn full_file() {
         let p = Policy::parse(
             r#"

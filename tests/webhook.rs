@@ -384,3 +384,33 @@ fn unreadable_certificates_fail_start_up_with_the_path() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("private key"));
 }
+
+/// The README's `make run` demo: the shipped example state, policy and AdmissionReviews.
+#[tokio::test]
+async fn the_readme_example_denies_and_allows_as_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let state =
+        std::fs::read_to_string(root.join("examples/state/platform-rbac.yaml")).expect("state");
+    let policy = std::fs::read_to_string(root.join("examples/secretscope.yaml")).expect("policy");
+    let wh = Webhook::start(&state, &policy, &[]);
+    let deny: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/review-deny.json")).expect("json"),
+    )
+    .expect("parse");
+    let out = wh.review(&deny).await;
+    assert_eq!(
+        response(&out)["uid"],
+        "3b1b4a6e-8f55-4c61-9c3e-2d7f0c1e5a10"
+    );
+    assert_eq!(response(&out)["allowed"], false);
+    assert_eq!(
+        response(&out)["status"]["message"],
+        r#"secretscope: ClusterRoleBinding "portal-secrets" grants ServiceAccount "portal/portal-api" cluster-wide read and write of Secrets (get, list, create, update, patch, delete; write responses return Secret data too) via ClusterRole "portal-secrets" rule 2 (apiGroups [""], resources ["secrets"], verbs ["get","list","create","update","patch","delete"])"#
+    );
+    let allow: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/review-allow.json")).expect("json"),
+    )
+    .expect("parse");
+    let out = wh.review(&allow).await;
+    assert_eq!(response(&out)["allowed"], true);
+}

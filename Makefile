@@ -1,0 +1,50 @@
+# secretscope: `make run` starts the webhook locally, `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN_DEBUG := target/debug/secretscope
+BIN_RELEASE := target/release/secretscope
+LISTEN ?= 127.0.0.1:8443
+
+.PHONY: all build release run test lint fmt bench certs clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+release:
+	$(CARGO) build --locked --release
+
+# Development CA and serving certificate for localhost (certs/ is git-ignored).
+certs/tls.crt: | release
+	$(BIN_RELEASE) certs --out certs --dns localhost --dns secretscope.secretscope.svc --ip 127.0.0.1 > certs/ca-bundle.b64
+
+certs: certs/tls.crt
+
+# Builds, makes dev certs, and serves /validate in standalone mode over examples/state.
+run: release certs/tls.crt
+	@echo
+	@echo "secretscope is starting on https://$(LISTEN). In another shell, get a denial with:"
+	@echo
+	@echo "  curl -sS --cacert certs/ca.crt -H 'Content-Type: application/json' --data @examples/review-deny.json https://localhost:$(lastword $(subst :, ,$(LISTEN)))/validate"
+	@echo
+	$(BIN_RELEASE) serve --standalone --state examples/state --config examples/secretscope.yaml \
+		--listen $(LISTEN) --tls-cert certs/tls.crt --tls-key certs/tls.key
+
+# Unit, property, corpus and end-to-end tests (the end-to-end tests run the real binary over TLS).
+test:
+	$(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench --locked
+
+clean:
+	$(CARGO) clean
+	rm -f certs/*.crt certs/*.key certs/*.b64
