@@ -60,6 +60,18 @@ impl Webhook {
     /// Starts `serve --standalone` with `state` (manifest YAML) and `policy` (YAML, may be empty).
     pub fn start(state: &str, policy: &str, extra: &[&str]) -> Self {
         let certs = Certs::new();
+        let tls = (certs.path("tls.crt"), certs.path("tls.key"));
+        Self::launch(state, policy, extra, certs, tls)
+    }
+
+    /// Like `start`, serving the certificate and key at `tls` (clients trust `certs`' CA).
+    pub fn launch(
+        state: &str,
+        policy: &str,
+        extra: &[&str],
+        certs: Certs,
+        tls: (PathBuf, PathBuf),
+    ) -> Self {
         let files = tempfile::tempdir().expect("tempdir");
         let state_path = files.path().join("state.yaml");
         std::fs::write(&state_path, state).expect("write state");
@@ -79,9 +91,9 @@ impl Webhook {
         .arg("--config")
         .arg(&policy_path)
         .arg("--tls-cert")
-        .arg(certs.path("tls.crt"))
+        .arg(&tls.0)
         .arg("--tls-key")
-        .arg(certs.path("tls.key"))
+        .arg(&tls.1)
         .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
