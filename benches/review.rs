@@ -8,7 +8,6 @@
 //! `cargo bench --bench review`
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -16,47 +15,17 @@ use secretscope::admission::{StateSource, StaticState, Validator};
 use secretscope::manifest;
 use secretscope::policy::Policy;
 use secretscope::rbac::ClusterState;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+#[path = "common/bodies.rs"]
+mod bodies;
+use bodies::review_body;
 
 fn state() -> ClusterState {
     let mut state = ClusterState::with_builtins();
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/rbac");
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/state");
-    let loaded = manifest::load_paths(&[corpus, example]);
+    let loaded = manifest::load_paths(&bodies::state_paths());
     state.extend(loaded.objects.into_iter().map(|o| o.object));
     state
-}
-
-/// An AdmissionReview as the API server sends it, with `rules` rules and realistic metadata.
-fn review_body(name: &str, rules: usize, managed_fields: usize) -> Vec<u8> {
-    let rules: Vec<Value> = (0..rules)
-        .map(|i| {
-            json!({"apiGroups": ["", "apps", format!("group{i}.example.com")],
-                   "resources": ["pods", "services", "configmaps", format!("things{i}")],
-                   "verbs": ["get", "list", "watch"]})
-        })
-        .collect();
-    let managed: Vec<Value> = (0..managed_fields)
-        .map(|i| json!({"manager": format!("helm-{i}"), "operation": "Update", "apiVersion": "rbac.authorization.k8s.io/v1",
-                        "time": "2026-11-23T02:00:00Z", "fieldsType": "FieldsV1",
-                        "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app.kubernetes.io/name": {}}}, "f:rules": {}}}))
-        .collect();
-    let object = json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": name, "uid": "0b6a5ba2-36d3-4d6c-9a3b-5b8b35c7ad10", "resourceVersion": "48213",
-                     "labels": {"app.kubernetes.io/name": name}, "managedFields": managed},
-        "rules": rules
-    });
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-                    "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRole"},
-                    "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles"},
-                    "name": name, "operation": "CREATE",
-                    "userInfo": {"username": "system:serviceaccount:argocd:argocd-application-controller"},
-                    "object": object, "oldObject": null, "dryRun": false}
-    }))
-    .unwrap_or_default()
 }
 
 fn bench(c: &mut Criterion) {

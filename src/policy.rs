@@ -33,14 +33,15 @@ impl Mode {
     }
 }
 
+/// A subject as the policy names it: `{kind, name, namespace}`. In `exemptions.subjects` the name
+/// and namespace are globs and kind may be `*`; in `tenancy.subjects` they are exact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct SubjectExemption {
-    /// User, Group, ServiceAccount, or `*`.
+pub struct SubjectSpec {
+    /// User, Group or ServiceAccount.
     pub kind: String,
-    /// Glob: `system:*`.
     pub name: String,
-    /// Glob, for ServiceAccounts; absent matches any namespace.
+    /// For ServiceAccounts; in an exemption, absent matches any namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
@@ -53,7 +54,7 @@ pub struct Exemptions {
     pub cluster_roles: Vec<String>,
     /// Subjects that may hold cluster-wide Secrets access (the control plane, a GitOps controller).
     #[serde(default = "default_exempt_subjects")]
-    pub subjects: Vec<SubjectExemption>,
+    pub subjects: Vec<SubjectSpec>,
     /// Honour the `secretscope.io/exempt: <reason>` annotation on RBAC objects. Off by default:
     /// whoever can write the object could otherwise exempt it.
     #[serde(default)]
@@ -83,14 +84,14 @@ fn default_exempt_roles() -> Vec<String> {
 /// kube-system service accounts of the built-in controllers that hold cluster-wide Secrets access
 /// (`--use-service-account-credentials`). Named one by one: a blanket `kube-system/*` would hide
 /// every third-party component installed there (kube-state-metrics, CSI drivers, ...).
-fn default_exempt_subjects() -> Vec<SubjectExemption> {
+fn default_exempt_subjects() -> Vec<SubjectSpec> {
     let mut subjects = vec![
-        SubjectExemption {
+        SubjectSpec {
             kind: "Group".into(),
             name: "system:masters".into(),
             namespace: None,
         },
-        SubjectExemption {
+        SubjectSpec {
             kind: "User".into(),
             name: "system:kube-controller-manager".into(),
             namespace: None,
@@ -103,7 +104,7 @@ fn default_exempt_subjects() -> Vec<SubjectExemption> {
             "resourcequota-controller",
             "legacy-service-account-token-cleaner",
         ]
-        .map(|name| SubjectExemption {
+        .map(|name| SubjectSpec {
             kind: "ServiceAccount".into(),
             name: name.into(),
             namespace: Some("kube-system".into()),
@@ -126,15 +127,6 @@ pub enum GrantMode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GrantSubject {
-    pub kind: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tenancy {
     /// Namespaces whose name matches are tenancy namespaces; the `tenant` capture names the tenant.
     #[serde(default = "default_name_pattern")]
@@ -152,7 +144,7 @@ pub struct Tenancy {
     pub verbs: Vec<String>,
     /// Who gets them in every tenancy namespace.
     #[serde(default)]
-    pub subjects: Vec<GrantSubject>,
+    pub subjects: Vec<SubjectSpec>,
     /// Remove the managed Role/RoleBinding when a namespace stops being a tenancy namespace.
     #[serde(default)]
     pub prune: bool,

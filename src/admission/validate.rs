@@ -195,3 +195,56 @@ impl Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::StaticState;
+    use crate::rbac::ClusterState;
+    use proptest::prelude::*;
+
+    fn validator() -> Validator {
+        let state = Arc::new(StaticState(Arc::new(ClusterState::with_builtins())));
+        Validator::new(Arc::new(Policy::default()), state)
+    }
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"rbac.authorization.k8s.io","version":"v1","kind":"ClusterRoleBinding"},"operation":"CREATE","object":{"metadata":{"name":"x","labels":{"a":"b"}},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"User","name":"bob"}]}}}"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes: an error or a response, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = validator().review(&body);
+        }
+
+        /// A real review with one byte changed, cut short, or a field replaced by another JSON
+        /// type: still an error or a response, and a response always echoes the uid.
+        #[test]
+        fn mutated_reviews_never_panic(at in 0..REVIEW.len(), byte in any::<u8>(), cut in any::<bool>()) {
+            let mut body = REVIEW.as_bytes().to_vec();
+            if cut { body.truncate(at) } else { body[at] = byte }
+            if let Ok(v) = validator().review(&body) {
+                prop_assert!(!v.response.uid.is_empty() || body.windows(8).any(|w| w == b"\"uid\":\"\""));
+            }
+        }
+
+        #[test]
+        fn wrong_json_types_are_denied_not_panicked(
+            field in proptest::sample::select(&["roleRef", "subjects", "metadata", "labels", "name", "kind"][..]),
+            replacement in proptest::sample::select(&["null", "1", "true", "[]", "{}", "\"s\"", "[[[]]]"][..]),
+        ) {
+            let body = REVIEW.replacen(&format!("\"{field}\":"), &format!("\"{field}\":{replacement},\"_{field}\":"), 1);
+            if let Ok(v) = validator().review(body.as_bytes()) {
+                prop_assert_eq!(v.response.uid.as_str(), "u");
+            }
+        }
+    }
+
+    #[test]
+    fn the_unmutated_review_is_denied() {
+        let v = validator().review(REVIEW.as_bytes()).unwrap();
+        assert!(!v.response.allowed);
+    }
+}

@@ -210,6 +210,42 @@ impl Grant<'_> {
     fn via(&self, f: &Finding) -> String {
         describe_via(&f.via, self.role_kind, self.role_name)
     }
+
+    /// One finding per indirect route the rules open, granted to `subjects` through `bindings`.
+    /// `through` names the bindings in the message when the object is not itself the binding.
+    fn routes(
+        &self,
+        severity: Severity,
+        subjects: &[Subject],
+        bindings: &[String],
+        through: bool,
+    ) -> Vec<Finding> {
+        indirect_routes(self.rules)
+            .iter()
+            .map(|open| {
+                let mut f = self.route(open, severity, Scope::ClusterWide);
+                let (action, why) = open.route.describe();
+                let through = if through {
+                    format!(
+                        " through ClusterRoleBinding {}",
+                        quoted(bindings.iter().map(String::as_str))
+                    )
+                } else {
+                    String::new()
+                };
+                f.message = format!(
+                    "secretscope: {} lets {} {action}{} cluster-wide{through}, {why}: an indirect route to Secrets {}",
+                    self.object,
+                    describe_subjects(subjects),
+                    only_named(open),
+                    self.via(&f),
+                );
+                f.subjects = subjects.to_vec();
+                f.bindings = bindings.to_vec();
+                f
+            })
+            .collect()
+    }
 }
 
 fn cluster_role(cr: &ClusterRole, state: &ClusterState, opts: &EvalOptions) -> Vec<Finding> {
@@ -299,21 +335,7 @@ fn cluster_role(cr: &ClusterRole, state: &ClusterState, opts: &EvalOptions) -> V
                     .iter()
                     .map(|(p, _)| p.binding.metadata.name.clone()),
             );
-            for open in indirect_routes(&rules) {
-                let mut f = g.route(&open, severity, Scope::ClusterWide);
-                let (action, why) = open.route.describe();
-                f.message = format!(
-                    "secretscope: {} lets {} {action}{} cluster-wide through ClusterRoleBinding {}, {why}: an indirect route to Secrets {}",
-                    g.object,
-                    describe_subjects(&subjects),
-                    only_named(&open),
-                    quoted(bindings.iter().map(String::as_str)),
-                    g.via(&f),
-                );
-                f.subjects = subjects.clone();
-                f.bindings = bindings.clone();
-                out.push(f);
-            }
+            out.extend(g.routes(severity, &subjects, &bindings, true));
         }
     }
     out
@@ -392,20 +414,12 @@ fn cluster_role_binding(
         opts.route_severity(),
         subjects.is_empty() || access.reads_everything(),
     ) {
-        for open in indirect_routes(&rules) {
-            let mut f = g.route(&open, severity, Scope::ClusterWide);
-            let (action, why) = open.route.describe();
-            f.message = format!(
-                "secretscope: {} lets {} {action}{} cluster-wide, {why}: an indirect route to Secrets {}",
-                g.object,
-                describe_subjects(&subjects),
-                only_named(&open),
-                g.via(&f)
-            );
-            f.subjects = subjects.clone();
-            f.bindings = vec![crb.metadata.name.clone()];
-            out.push(f);
-        }
+        out.extend(g.routes(
+            severity,
+            &subjects,
+            std::slice::from_ref(&crb.metadata.name),
+            false,
+        ));
     }
     out
 }
