@@ -175,3 +175,50 @@ fn the_whole_corpus_is_judged_without_input_errors() {
     assert_eq!(v["summary"]["errors"], 0, "{}", v["errors"]);
     assert!(v["summary"]["objects"].as_u64().unwrap_or_default() > 400);
 }
+
+#[test]
+fn azure_role_definitions_for_aks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/platform/providers/Microsoft.ContainerService/managedClusters/aks-prod";
+    // The file `az role definition create --role-definition @file` takes.
+    let cluster_wide = serde_json::json!({
+        "Name": "Portal secrets operator",
+        "IsCustom": true,
+        "Description": "The seed case: Secrets everywhere",
+        "Actions": [],
+        "NotActions": [],
+        "DataActions": ["Microsoft.ContainerService/managedClusters/secrets/*",
+                        "Microsoft.ContainerService/managedClusters/namespaces/write"],
+        "NotDataActions": ["Microsoft.ContainerService/managedClusters/secrets/delete"],
+        "AssignableScopes": [cluster]
+    });
+    // `az role definition list` output: an array in the REST shape.
+    let listed = serde_json::json!([
+        {"name": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b", "roleName": "Tenant secrets reader",
+         "permissions": [{"actions": [], "notActions": [],
+                          "dataActions": ["Microsoft.ContainerService/managedClusters/secrets/read"],
+                          "notDataActions": []}],
+         "assignableScopes": [format!("{cluster}/namespaces/az-acme")]},
+        {"name": "7f951dda-4ed3-4680-a7ca-43fe172d538d", "roleName": "AKS viewer without secrets",
+         "permissions": [{"dataActions": ["Microsoft.ContainerService/managedClusters/*/read"],
+                          "notDataActions": ["Microsoft.ContainerService/managedClusters/secrets/*"]}],
+         "assignableScopes": [cluster]}
+    ]);
+    std::fs::write(dir.path().join("portal-role.json"), cluster_wide.to_string()).expect("write");
+    std::fs::write(dir.path().join("roles.json"), listed.to_string()).expect("write");
+    let d = dir.path().to_str().unwrap_or_default();
+
+    let (code, out, _) = check(&["--show-info", d], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(r#"Azure role "Portal secrets operator" grants cluster-wide Secrets read, write (Microsoft.ContainerService/managedClusters/secrets/*) and is assignable at /subscriptions/"#),
+        "{out}"
+    );
+    assert!(out.contains(r#"INFO  "#) && out.contains(r#"Azure role "Tenant secrets reader" grants Secrets read only at namespace scope"#), "{out}");
+    assert!(!out.contains("AKS viewer without secrets"), "{out}");
+    assert!(out.contains("1 deny, 0 warn, 1 info"), "{out}");
+
+    let (_, out, _) = check(&["--format", "json", d], None);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["azure"][0]["verbs"], serde_json::json!(["read", "write"]));
+}

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::manifest::{self, InputError, Origin};
 use crate::policy::Policy;
+use crate::rbac::azure::{evaluate_azure, AzureFinding, RoleDefinition};
 use crate::rbac::{evaluate, BindingScope, ClusterState, Finding, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,9 +54,22 @@ pub struct Located {
     pub finding: Finding,
 }
 
+/// An Azure role definition finding with the place it was found.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocatedAzure {
+    pub file: String,
+    pub document: usize,
+    pub line: u64,
+    #[serde(flatten)]
+    pub finding: AzureFinding,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub findings: Vec<Located>,
+    /// Azure role definitions (AKS with Azure RBAC) that grant Secrets access.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub azure: Vec<LocatedAzure>,
     pub errors: Vec<ErrorOut>,
     pub summary: Summary,
 }
@@ -117,6 +131,23 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
             report.findings.push(locate(&o.origin, finding));
         }
     }
+    for (origin, value) in &loaded.other {
+        // A definition file holds one role; `az role definition list` prints an array of them.
+        let docs = match value {
+            serde_json::Value::Array(items) => items.iter().collect(),
+            v => vec![v],
+        };
+        for role in docs.into_iter().filter_map(RoleDefinition::from_value) {
+            if let Some(finding) = evaluate_azure(&role) {
+                report.azure.push(LocatedAzure {
+                    file: origin.file.clone(),
+                    document: origin.document,
+                    line: origin.line,
+                    finding,
+                });
+            }
+        }
+    }
     report.errors = loaded.errors.iter().map(ErrorOut::from).collect();
     let count = |s| {
         report
@@ -124,6 +155,11 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
             .iter()
             .filter(|f| f.finding.severity == s)
             .count()
+            + report
+                .azure
+                .iter()
+                .filter(|f| f.finding.severity == s)
+                .count()
     };
     report.summary = Summary {
         files: loaded.files,
@@ -195,6 +231,23 @@ fn write_text(out: &mut impl Write, report: &Report, show_info: bool) -> std::io
             l.finding.severity.to_string().to_uppercase(),
             l.file,
             l.line
+        )?;
+    }
+    for a in &report.azure {
+        if a.finding.severity == Severity::Info && !show_info {
+            continue;
+        }
+        let message = a
+            .finding
+            .message
+            .strip_prefix("secretscope: ")
+            .unwrap_or(&a.finding.message);
+        writeln!(
+            out,
+            "{:<5} {}:{}: {message}",
+            a.finding.severity.to_string().to_uppercase(),
+            a.file,
+            a.line
         )?;
     }
     let s = &report.summary;
