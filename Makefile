@@ -28,7 +28,7 @@ run: release certs/tls.crt
 	@echo
 	@echo "  curl -sS --cacert certs/ca.crt -H 'Content-Type: application/json' --data @examples/review-deny.json https://localhost:$(lastword $(subst :, ,$(LISTEN)))/validate"
 	@echo
-	$(BIN_RELEASE) serve --standalone --state examples/state --config examples/secretscope.yaml \
+	$(BIN_RELEASE) serve --standalone --state examples/state \
 		--listen $(LISTEN) --tls-cert certs/tls.crt --tls-key certs/tls.key
 
 # Unit, property, corpus and end-to-end tests (the end-to-end tests run the real binary over TLS).
