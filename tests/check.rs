@@ -204,7 +204,11 @@ fn azure_role_definitions_for_aks() {
                           "notDataActions": ["Microsoft.ContainerService/managedClusters/secrets/*"]}],
          "assignableScopes": [cluster]}
     ]);
-    std::fs::write(dir.path().join("portal-role.json"), cluster_wide.to_string()).expect("write");
+    std::fs::write(
+        dir.path().join("portal-role.json"),
+        cluster_wide.to_string(),
+    )
+    .expect("write");
     std::fs::write(dir.path().join("roles.json"), listed.to_string()).expect("write");
     let d = dir.path().to_str().unwrap_or_default();
 
@@ -214,7 +218,13 @@ fn azure_role_definitions_for_aks() {
         out.contains(r#"Azure role "Portal secrets operator" grants cluster-wide Secrets read, write (Microsoft.ContainerService/managedClusters/secrets/*) and is assignable at /subscriptions/"#),
         "{out}"
     );
-    assert!(out.contains(r#"INFO  "#) && out.contains(r#"Azure role "Tenant secrets reader" grants Secrets read only at namespace scope"#), "{out}");
+    assert!(
+        out.contains(r#"INFO  "#)
+            && out.contains(
+                r#"Azure role "Tenant secrets reader" grants Secrets read only at namespace scope"#
+            ),
+        "{out}"
+    );
     assert!(!out.contains("AKS viewer without secrets"), "{out}");
     assert!(out.contains("1 deny, 0 warn, 1 info"), "{out}");
 

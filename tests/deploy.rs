@@ -128,7 +128,10 @@ fn assert_valid_object(v: &Value) {
         // cert-manager's CRDs have no k8s-openapi types: check the fields cert-manager requires.
         ("cert-manager.io/v1", "Issuer") => {
             let spec = &v["spec"];
-            assert!(spec.get("selfSigned").is_some() || spec["ca"]["secretName"].is_string(), "{v}");
+            assert!(
+                spec.get("selfSigned").is_some() || spec["ca"]["secretName"].is_string(),
+                "{v}"
+            );
             return;
         }
         ("cert-manager.io/v1", "Certificate") => {
@@ -138,12 +141,23 @@ fn assert_valid_object(v: &Value) {
         }
         (api, kind) => panic!("unexpected object {api} {kind} in the install"),
     };
-    assert_eq!(back, v, "{kind} changed in a round trip through its type (a misspelled or misplaced field?)");
+    assert_eq!(
+        back, v,
+        "{kind} changed in a round trip through its type (a misspelled or misplaced field?)"
+    );
 }
 
 fn check_strict(yaml: &str) -> Value {
     let mut child = common::bin()
-        .args(["check", "--scope", "strict", "--format", "json", "--show-info", "-"])
+        .args([
+            "check",
+            "--scope",
+            "strict",
+            "--format",
+            "json",
+            "--show-info",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -164,7 +178,11 @@ fn every_overlay_renders_passes_its_own_strict_check_and_is_valid() {
     let Some(kubectl) = kubectl() else { return };
     let copy = deploy_copy();
     let root = copy.path().join("deploy");
-    for dir in [root.clone(), root.join("overlays/cert-manager"), root.join("overlays/plain")] {
+    for dir in [
+        root.clone(),
+        root.join("overlays/cert-manager"),
+        root.join("overlays/plain"),
+    ] {
         let yaml = render(&kubectl, &dir);
         let docs = documents(&yaml);
         for d in &docs {
@@ -172,21 +190,49 @@ fn every_overlay_renders_passes_its_own_strict_check_and_is_valid() {
         }
         // secretscope's own RBAC: nothing at all to report, not even info, in strict scope.
         let report = check_strict(&yaml);
-        assert_eq!(report["summary"]["objects"], 6, "{}: {report}", dir.display());
-        assert_eq!(report["findings"], serde_json::json!([]), "{}", dir.display());
+        assert_eq!(
+            report["summary"]["objects"],
+            6,
+            "{}: {report}",
+            dir.display()
+        );
+        assert_eq!(
+            report["findings"],
+            serde_json::json!([]),
+            "{}",
+            dir.display()
+        );
 
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-        for want in ["Namespace", "ServiceAccount", "ClusterRole", "Deployment", "PodDisruptionBudget", "Service", "ConfigMap", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+        for want in [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Service",
+            "ConfigMap",
+            "ValidatingWebhookConfiguration",
+            "MutatingWebhookConfiguration",
+        ] {
             assert!(kinds.contains(&want), "{}: no {want}", dir.display());
         }
-        let by_kind = |k: &str| docs.iter().find(|d| d["kind"] == k).cloned().unwrap_or_default();
+        let by_kind = |k: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == k)
+                .cloned()
+                .unwrap_or_default()
+        };
         let vwh = &by_kind("ValidatingWebhookConfiguration")["webhooks"][0];
         assert_eq!(vwh["failurePolicy"], "Fail");
         assert_eq!(vwh["sideEffects"], "None");
         assert_eq!(vwh["timeoutSeconds"], 5);
         assert_eq!(vwh["admissionReviewVersions"], serde_json::json!(["v1"]));
         let conditions = vwh["matchConditions"].to_string();
-        assert!(conditions.contains("system:apiserver") && conditions.contains("system:serviceaccount:secretscope:secretscope"));
+        assert!(
+            conditions.contains("system:apiserver")
+                && conditions.contains("system:serviceaccount:secretscope:secretscope")
+        );
         let mwh = &by_kind("MutatingWebhookConfiguration")["webhooks"][0];
         assert_eq!(mwh["sideEffects"], "NoneOnDryRun");
         assert_eq!(mwh["reinvocationPolicy"], "Never");
@@ -194,8 +240,16 @@ fn every_overlay_renders_passes_its_own_strict_check_and_is_valid() {
             w["webhooks"][0]["clientConfig"]["caBundle"].is_string()
                 || w["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].is_string()
         };
-        assert!(ca_injected(&by_kind("ValidatingWebhookConfiguration")), "{}: no CA", dir.display());
-        assert!(ca_injected(&by_kind("MutatingWebhookConfiguration")), "{}: no CA", dir.display());
+        assert!(
+            ca_injected(&by_kind("ValidatingWebhookConfiguration")),
+            "{}: no CA",
+            dir.display()
+        );
+        assert!(
+            ca_injected(&by_kind("MutatingWebhookConfiguration")),
+            "{}: no CA",
+            dir.display()
+        );
         let pod = &by_kind("Deployment")["spec"]["template"]["spec"];
         assert_eq!(by_kind("Deployment")["spec"]["replicas"], 2);
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -217,7 +271,11 @@ fn the_plain_overlay_carries_the_ca_of_its_serving_certificate() {
     let ca = std::fs::read(plain.join("certs/ca.crt")).expect("ca.crt");
     use base64::Engine;
     let want = base64::engine::general_purpose::STANDARD.encode(&ca);
-    for d in docs.iter().filter(|d| d["kind"].as_str().is_some_and(|k| k.ends_with("WebhookConfiguration"))) {
+    for d in docs.iter().filter(|d| {
+        d["kind"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+    }) {
         let got: String = d["webhooks"][0]["clientConfig"]["caBundle"]
             .as_str()
             .unwrap_or_default()
@@ -225,7 +283,10 @@ fn the_plain_overlay_carries_the_ca_of_its_serving_certificate() {
             .collect();
         assert_eq!(got, want, "{}", d["kind"]);
     }
-    let secret = docs.iter().find(|d| d["metadata"]["name"] == "secretscope-tls").expect("tls secret");
+    let secret = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "secretscope-tls")
+        .expect("tls secret");
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert!(secret["data"].get("ca.key").is_none() && secret["data"].get("tls.key").is_some());
 }

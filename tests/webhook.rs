@@ -413,3 +413,127 @@ async fn the_readme_example_denies_and_allows_as_documented() {
     let out = wh.review(&allow).await;
     assert_eq!(response(&out)["allowed"], true);
 }
+
+#[tokio::test]
+async fn metrics_count_reviews_findings_and_expose_state_and_cert_expiry() {
+    let wh = Webhook::start(STATE, "", &["--metrics-listen", "127.0.0.1:0"]);
+    wh.review(&review("CREATE", Some(&object(BIND_BOB)), None))
+        .await;
+    wh.review(&review("CREATE", Some(&object(BIND_BOB_PODS)), None))
+        .await;
+    let r = wh
+        .client()
+        .post(wh.url("/validate"))
+        .body("nope")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+
+    let url = wh.metrics_url().expect("metrics address logged");
+    let text = wh
+        .client()
+        .get(&url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let has = |line: &str| text.lines().any(|l| l == line);
+    assert!(
+        has(
+            r#"secretscope_reviews_total{kind="ClusterRoleBinding",operation="CREATE",verdict="denied",mode="enforce"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            r#"secretscope_reviews_total{kind="ClusterRoleBinding",operation="CREATE",verdict="allowed",mode="enforce"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            r#"secretscope_reviews_total{kind="unknown",operation="unknown",verdict="error",mode="enforce"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(r#"secretscope_findings_total{route="secrets",severity="deny"} 1"#),
+        "{text}"
+    );
+    assert!(has("secretscope_review_duration_seconds_count 2"), "{text}");
+    assert!(has("secretscope_state_synced 1"), "{text}");
+    assert!(
+        has("secretscope_state_objects 66"),
+        "64 built-in + 2 given: {text}"
+    );
+    let expiry: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secretscope_serving_cert_expiry_timestamp_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("cert expiry gauge");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let days = (expiry - now) / 86400.0;
+    assert!(
+        (364.0..=366.0).contains(&days),
+        "dev certificate valid for a year, got {days} days"
+    );
+    // The metrics listener is plain HTTP and separate: the webhook port does not serve it.
+    let r = wh
+        .client()
+        .get(wh.url("/metrics"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+}
+
+/// A client CA and a client certificate (clientAuth) it signed, like the API server's
+/// AdmissionConfiguration identity. Returns (CA PEM, certificate + key PEM).
+fn client_identity(cn: &str) -> (String, Vec<u8>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, &ca_key);
+    let key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+    leaf.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).expect("leaf");
+    (
+        ca_cert.pem(),
+        [cert.pem(), key.serialize_pem()].concat().into_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_with_client_ca() {
+    let (client_ca, identity) = client_identity("kube-apiserver");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("client-ca.crt");
+    std::fs::write(&ca, client_ca).expect("write");
+    let wh = Webhook::start(STATE, "", &["--client-ca", ca.to_str().unwrap_or_default()]);
+    // Without a client certificate the handshake is refused.
+    assert!(wh.client().get(wh.url("/healthz")).send().await.is_err());
+    // With one signed by the client CA, reviews go through.
+    let client = common::client_with_identity(&wh.certs.ca_pem(), &identity);
+    let r = client
+        .get(wh.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz with client cert");
+    assert_eq!(r.status(), 200);
+    // A client certificate from another CA is refused.
+    let (_, stranger) = client_identity("mallory");
+    let client = common::client_with_identity(&wh.certs.ca_pem(), &stranger);
+    assert!(client.get(wh.url("/healthz")).send().await.is_err());
+}

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// The built-in ClusterRoles (cluster-admin, admin, edit, view) are always present.
     #[arg(long, requires = "standalone")]
     pub state: Vec<PathBuf>,
+    /// Plain-HTTP address for Prometheus `/metrics` (e.g. 0.0.0.0:9090); off when unset.
+    #[arg(long, env = "SECRETSCOPE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Time to drain connections after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -107,6 +110,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tls_reload_interval: args.tls_reload_interval,
         request_timeout: args.request_timeout,
         shutdown_grace: args.shutdown_grace,
+        metrics_listen: args.metrics_listen,
     };
     server::serve(opts, app).await
 }

@@ -1,5 +1,6 @@
 //! HTTPS for the webhooks: axum on rustls, HTTP/1.1 and h2, `/validate`, `/healthz`, `/readyz`.
 
+pub mod metrics;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use axum_server::Handle;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{StateSource, Validator};
+use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
 
 /// The API server never sends more than this; Kubernetes itself caps request bodies at 3 MiB.
@@ -30,11 +32,14 @@ pub struct ServeOptions {
     /// Whole-request budget (headers and body); slower clients get 408.
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Plain-HTTP listener for `/metrics`; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub struct App {
     pub validator: Validator,
     pub state: Arc<dyn StateSource>,
+    pub metrics: Arc<Metrics>,
     shutting_down: AtomicBool,
 }
 
@@ -43,6 +48,7 @@ impl App {
         Self {
             validator,
             state,
+            metrics: Arc::new(Metrics::new()),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -62,8 +68,11 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 }
 
 async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
     match app.validator.review(&body) {
         Ok(verdict) => {
+            app.metrics
+                .observe(&verdict, app.validator.mode(), started.elapsed());
             verdict.log(app.validator.mode());
             (
                 [(header::CONTENT_TYPE, "application/json")],
@@ -72,6 +81,7 @@ async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 .into_response()
         }
         Err(e) => {
+            app.metrics.observe_error(app.validator.mode());
             tracing::warn!(error = %e, bytes = body.len(), "rejected a request that is not a usable AdmissionReview");
             (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
         }
@@ -88,9 +98,31 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// `/metrics` in Prometheus text format; state gauges are read at scrape time.
+fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<App>>| async move {
+                app.metrics.state_synced.set(i64::from(app.state.synced()));
+                app.metrics
+                    .state_objects
+                    .set(app.state.snapshot().len() as i64);
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    app.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(app)
+}
+
 /// Serves until SIGTERM or SIGINT, then drains connections for `shutdown_grace`.
 pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
-    let tls = ReloadingTls::new(opts.tls.clone())?;
+    let tls = ReloadingTls::new(opts.tls.clone(), app.metrics.clone())?;
     let rustls = tls.rustls_config();
     let reloader = tokio::spawn(tls.watch(opts.tls_reload_interval));
 
@@ -106,6 +138,19 @@ pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
             tracing::info!(%addr, "secretscope webhook listening (https, h2 and http/1.1)");
         }
     });
+
+    if let Some(addr) = opts.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?;
+        tracing::info!(metrics_addr = %listener.local_addr()?, "metrics listening (http, /metrics)");
+        let router = metrics_router(app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
 
     let acceptor = RustlsAcceptor::new(rustls).handshake_timeout(Duration::from_secs(10));
     let result = axum_server::bind(opts.listen)

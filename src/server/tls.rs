@@ -11,6 +11,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
+use super::metrics::{cert_expiry, Metrics};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}: {source}")]
@@ -135,17 +137,27 @@ pub struct ReloadingTls {
     files: TlsFiles,
     config: RustlsConfig,
     loaded: Contents,
+    metrics: Arc<Metrics>,
 }
 
 impl ReloadingTls {
-    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
+    pub fn new(files: TlsFiles, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
         let loaded = files.read()?;
         let config = RustlsConfig::from_config(Arc::new(files.build(&loaded)?));
-        Ok(Self {
+        let this = Self {
             files,
             config,
             loaded,
-        })
+            metrics,
+        };
+        this.record_expiry();
+        Ok(this)
+    }
+
+    fn record_expiry(&self) {
+        if let Some(t) = cert_expiry(&self.loaded.cert) {
+            self.metrics.cert_expiry.set(t as f64);
+        }
     }
 
     pub fn rustls_config(&self) -> RustlsConfig {
@@ -165,6 +177,7 @@ impl ReloadingTls {
         // New handshakes use the new pair; established connections keep theirs.
         self.config.reload_from_config(Arc::new(config));
         self.loaded = now;
+        self.record_expiry();
         Ok(true)
     }
 

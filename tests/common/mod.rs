@@ -142,6 +142,17 @@ impl Webhook {
         client(&self.certs.ca_pem(), &[b"h2", b"http/1.1"], None)
     }
 
+    /// The plain-HTTP metrics address, when started with `--metrics-listen`.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.logs().iter().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            Some(format!(
+                "http://{}/metrics",
+                v.get("metrics_addr")?.as_str()?
+            ))
+        })
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -201,6 +212,35 @@ pub fn client(
     .with_root_certificates(roots)
     .with_no_client_auth();
     tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// An HTTPS client presenting `identity` (PEM certificate followed by its key) as a client
+/// certificate, as the API server does when the webhook requires one.
+pub fn client_with_identity(ca_pem: &[u8], identity_pem: &[u8]) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(identity_pem)
+        .collect::<Result<_, _>>()
+        .expect("client cert");
+    let key = PrivateKeyDer::from_pem_slice(identity_pem).expect("client key");
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client auth");
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(15))

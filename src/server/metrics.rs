@@ -1,0 +1,184 @@
+//! Prometheus metrics, served as text on their own plain-HTTP listener (`--metrics-listen`).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::admission::Verdict;
+use crate::policy::Mode;
+use crate::rbac::{Route, Severity};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    kind: String,
+    operation: String,
+    /// allowed, denied, warned (admitted with warnings), audited (admitted, would be denied in
+    /// enforce), error (not a usable AdmissionReview).
+    verdict: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    route: String,
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    review_seconds: Histogram,
+    findings: Family<FindingLabels, Counter>,
+    pub state_synced: Gauge,
+    pub state_objects: Gauge,
+    pub cert_expiry: Gauge<f64, AtomicU64>,
+    cert_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("secretscope");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "Admission reviews by kind, operation, verdict and mode",
+            reviews.clone(),
+        );
+        // 25 µs .. ~0.4 s: a review is decided in microseconds; the tail is what matters.
+        let review_seconds = Histogram::new(exponential_buckets(25e-6, 2.0, 15));
+        registry.register(
+            "review_duration_seconds",
+            "Time to decode, judge and encode one review (excluding TLS and HTTP)",
+            review_seconds.clone(),
+        );
+        let findings = Family::<FindingLabels, Counter>::default();
+        registry.register(
+            "findings",
+            "Findings in admission reviews by route (secrets or an indirect route) and severity",
+            findings.clone(),
+        );
+        let state_synced = Gauge::default();
+        registry.register(
+            "state_synced",
+            "1 when the RBAC state is complete; 0 means verdicts fall back to strict scope",
+            state_synced.clone(),
+        );
+        let state_objects = Gauge::default();
+        registry.register(
+            "state_objects",
+            "RBAC objects in the state reviews are judged against",
+            state_objects.clone(),
+        );
+        let cert_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "serving_cert_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use, as a Unix time",
+            cert_expiry.clone(),
+        );
+        let cert_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "serving_cert_reloads",
+            "Serving certificate changes seen on disk, by result (installed or rejected)",
+            cert_reloads.clone(),
+        );
+        Self {
+            registry,
+            reviews,
+            review_seconds,
+            findings,
+            state_synced,
+            state_objects,
+            cert_expiry,
+            cert_reloads,
+        }
+    }
+
+    pub fn observe(&self, verdict: &Verdict, mode: Mode, elapsed: Duration) {
+        let judged = verdict.findings.iter().any(|f| f.severity > Severity::Info);
+        let label = if !verdict.response.allowed {
+            "denied"
+        } else if judged && mode == Mode::Audit {
+            "audited"
+        } else if judged {
+            "warned"
+        } else {
+            "allowed"
+        };
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                kind: verdict.kind.map_or("unknown", |k| k.as_str()).to_string(),
+                operation: verdict.operation.as_str().to_string(),
+                verdict: label,
+                mode: mode.as_str(),
+            })
+            .inc();
+        self.review_seconds.observe(elapsed.as_secs_f64());
+        for f in &verdict.findings {
+            let route = match f.route {
+                Route::Secrets => "secrets".to_string(),
+                Route::Indirect(r) => r.as_str().to_string(),
+            };
+            self.findings
+                .get_or_create(&FindingLabels {
+                    route,
+                    severity: f.severity.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn observe_error(&self, mode: Mode) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                kind: "unknown".into(),
+                operation: "unknown".into(),
+                verdict: "error",
+                mode: mode.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn cert_reloaded(&self, installed: bool) {
+        let result = if installed { "installed" } else { "rejected" };
+        self.cert_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// notAfter of the first certificate of a PEM chain, as a Unix time.
+pub fn cert_expiry(pem: &[u8]) -> Option<i64> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+pub type SharedMetrics = Arc<Metrics>;
