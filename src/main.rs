@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
+        Command::Manifests(args) => cli::manifests::run(&args).map(|()| 0),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -290,3 +290,68 @@ fn the_plain_overlay_carries_the_ca_of_its_serving_certificate() {
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert!(secret["data"].get("ca.key").is_none() && secret["data"].get("tls.key").is_some());
 }
+
+/// `secretscope manifests` prints what the plain overlay renders (less the overlay's helper
+/// Secret that carries the caBundle to its replacement), and it is valid and passes strict check.
+#[test]
+fn manifests_command_matches_the_plain_overlay() {
+    let Some(kubectl) = kubectl() else { return };
+    let copy = deploy_copy();
+    let plain = copy.path().join("deploy/overlays/plain");
+    let certs = plain.join("certs");
+    let out = common::bin()
+        .arg("manifests")
+        .arg("--ca-file")
+        .arg(certs.join("ca.crt"))
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .output()
+        .expect("manifests");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).expect("utf-8");
+    check_strict(&printed);
+
+    let key = |v: &Value| {
+        format!(
+            "{}/{}/{}",
+            v["kind"], v["metadata"]["namespace"], v["metadata"]["name"]
+        )
+    };
+    let normalise = |docs: Vec<Value>| {
+        let mut m = std::collections::BTreeMap::new();
+        for mut d in docs {
+            assert_valid_object(&d);
+            unwrap_base64(&mut d);
+            m.insert(key(&d), d);
+        }
+        m
+    };
+    let mut rendered = normalise(documents(&render(&kubectl, &plain)));
+    rendered
+        .remove(r#""Secret"/"secretscope"/"secretscope-ca-bundle""#)
+        .expect("helper secret");
+    let printed = normalise(documents(&printed));
+    assert_eq!(
+        printed.keys().collect::<Vec<_>>(),
+        rendered.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &printed {
+        assert_eq!(v, &rendered[k], "{k}");
+    }
+}
+
+#[test]
+fn manifests_command_refuses_a_bad_ca_bundle() {
+    let out = common::bin()
+        .args(["manifests", "--ca-bundle", "aGVsbG8="])
+        .output()
+        .expect("manifests");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM certificate"));
+}

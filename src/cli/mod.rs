@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod check;
+pub mod manifests;
 pub mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +35,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Write a development CA and serving certificate.
     Certs(certs::CertsArgs),
+    /// Print the plain install (deploy/base with the serving Secret and caBundle) as YAML.
+    Manifests(manifests::ManifestsArgs),
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).
