@@ -239,6 +239,23 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
+async fn finish(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    hist: &Mutex<Histogram<u64>>,
+    start: Instant,
+    errors: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<Summary> {
+    for t in tasks {
+        t.await?;
+    }
+    let h = hist.lock().await;
+    Ok(Summary::of(
+        &h,
+        start.elapsed(),
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+    ))
+}
+
 async fn closed_loop(
     client: &reqwest::Client,
     url: &str,
@@ -274,15 +291,7 @@ async fn closed_loop(
             }
         }));
     }
-    for t in tasks {
-        t.await?;
-    }
-    let h = hist.lock().await;
-    Ok(Summary::of(
-        &h,
-        start.elapsed(),
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-    ))
+    finish(tasks, &hist, start, &errors).await
 }
 
 async fn open_loop(
@@ -313,15 +322,7 @@ async fn open_loop(
             }
         }));
     }
-    for t in tasks {
-        t.await?;
-    }
-    let h = hist.lock().await;
-    Ok(Summary::of(
-        &h,
-        start.elapsed(),
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-    ))
+    finish(tasks, &hist, start, &errors).await
 }
 
 /// The baseline: same server stack, a fixed response, the body never read into a JSON value.

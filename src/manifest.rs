@@ -41,10 +41,12 @@ pub struct LoadedObject {
 }
 
 /// A document or file that could not be read. Other documents are still loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InputError {
     pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     pub message: String,
 }

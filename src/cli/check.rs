@@ -44,55 +44,48 @@ pub enum ScopeArg {
     Strict,
 }
 
-/// A finding with the place it was found.
+/// A finding (RBAC or Azure) with the place it was found.
 #[derive(Debug, Clone, Serialize)]
-pub struct Located {
+pub struct Located<F> {
     pub file: String,
     pub document: usize,
     pub line: u64,
     #[serde(flatten)]
-    pub finding: Finding,
+    pub finding: F,
 }
 
-/// An Azure role definition finding with the place it was found.
-#[derive(Debug, Clone, Serialize)]
-pub struct LocatedAzure {
-    pub file: String,
-    pub document: usize,
-    pub line: u64,
-    #[serde(flatten)]
-    pub finding: AzureFinding,
+/// What the text output needs of a finding.
+pub trait Reported {
+    fn severity(&self) -> Severity;
+    fn message(&self) -> &str;
+}
+
+impl Reported for Finding {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl Reported for AzureFinding {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    pub findings: Vec<Located>,
+    pub findings: Vec<Located<Finding>>,
     /// Azure role definitions (AKS with Azure RBAC) that grant Secrets access.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub azure: Vec<LocatedAzure>,
-    pub errors: Vec<ErrorOut>,
+    pub azure: Vec<Located<AzureFinding>>,
+    pub errors: Vec<InputError>,
     pub summary: Summary,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorOut {
-    pub file: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub document: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    pub message: String,
-}
-
-impl From<&InputError> for ErrorOut {
-    fn from(e: &InputError) -> Self {
-        Self {
-            file: e.file.clone(),
-            document: e.document,
-            line: e.line,
-            message: e.message.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -139,16 +132,11 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
         };
         for role in docs.into_iter().filter_map(RoleDefinition::from_value) {
             if let Some(finding) = evaluate_azure(&role) {
-                report.azure.push(LocatedAzure {
-                    file: origin.file.clone(),
-                    document: origin.document,
-                    line: origin.line,
-                    finding,
-                });
+                report.azure.push(locate(origin, finding));
             }
         }
     }
-    report.errors = loaded.errors.iter().map(ErrorOut::from).collect();
+    report.errors = loaded.errors.clone();
     let count = |s| {
         report
             .findings
@@ -172,7 +160,7 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
     report
 }
 
-fn locate(origin: &Origin, finding: Finding) -> Located {
+fn locate<F>(origin: &Origin, finding: F) -> Located<F> {
     Located {
         file: origin.file.clone(),
         document: origin.document,
@@ -208,52 +196,38 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
 
 fn write_text(out: &mut impl Write, report: &Report, show_info: bool) -> std::io::Result<()> {
     for e in &report.errors {
-        let err = InputError {
-            file: e.file.clone(),
-            document: e.document,
-            line: e.line,
-            message: e.message.clone(),
-        };
-        writeln!(out, "ERROR {err}")?;
+        writeln!(out, "ERROR {e}")?;
     }
-    for l in &report.findings {
-        if l.finding.severity == Severity::Info && !show_info {
-            continue;
-        }
-        let message = l
-            .finding
-            .message
-            .strip_prefix("secretscope: ")
-            .unwrap_or(&l.finding.message);
-        writeln!(
-            out,
-            "{:<5} {}:{}: {message}",
-            l.finding.severity.to_string().to_uppercase(),
-            l.file,
-            l.line
-        )?;
-    }
-    for a in &report.azure {
-        if a.finding.severity == Severity::Info && !show_info {
-            continue;
-        }
-        let message = a
-            .finding
-            .message
-            .strip_prefix("secretscope: ")
-            .unwrap_or(&a.finding.message);
-        writeln!(
-            out,
-            "{:<5} {}:{}: {message}",
-            a.finding.severity.to_string().to_uppercase(),
-            a.file,
-            a.line
-        )?;
-    }
+    write_findings(out, &report.findings, show_info)?;
+    write_findings(out, &report.azure, show_info)?;
     let s = &report.summary;
     writeln!(
         out,
         "secretscope check: {} objects in {} files: {} deny, {} warn, {} info, {} input errors",
         s.objects, s.files, s.deny, s.warn, s.info, s.errors
     )
+}
+
+/// `DENY  file:line: message`, info only when asked for.
+fn write_findings<F: Reported>(
+    out: &mut impl Write,
+    findings: &[Located<F>],
+    show_info: bool,
+) -> std::io::Result<()> {
+    for l in findings {
+        let severity = l.finding.severity();
+        if severity == Severity::Info && !show_info {
+            continue;
+        }
+        let message = l.finding.message();
+        let message = message.strip_prefix("secretscope: ").unwrap_or(message);
+        writeln!(
+            out,
+            "{:<5} {}:{}: {message}",
+            severity.to_string().to_uppercase(),
+            l.file,
+            l.line
+        )?;
+    }
+    Ok(())
 }
