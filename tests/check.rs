@@ -232,3 +232,34 @@ fn azure_role_definitions_for_aks() {
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["azure"][0]["verbs"], serde_json::json!(["read", "write"]));
 }
+
+#[test]
+fn sarif_output_for_code_scanning() {
+    let broken = format!("{CHART}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: x}}\nrules: 3\n");
+    let (code, out, _) = check(&["--format", "sarif", "-"], Some(&broken));
+    assert_eq!(code, 2);
+    let v: Value = serde_json::from_str(&out).expect("sarif is json");
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "secretscope");
+    let results = run["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0]["ruleId"], "secrets");
+    assert_eq!(results[0]["level"], "error");
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "<stdin>"
+    );
+    assert_eq!(
+        results[0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+        6
+    );
+    assert_eq!(results[1]["ruleId"], "input-error");
+    let rule_ids: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(rule_ids, vec!["input-error", "secrets"]);
+}

@@ -15,6 +15,8 @@ use crate::rbac::{evaluate, BindingScope, ClusterState, Finding, Severity};
 pub enum Format {
     Text,
     Json,
+    /// SARIF 2.1.0, for code-scanning dashboards.
+    Sarif,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,10 +56,12 @@ pub struct Located<F> {
     pub finding: F,
 }
 
-/// What the text output needs of a finding.
+/// What the text and SARIF outputs need of a finding.
 pub trait Reported {
     fn severity(&self) -> Severity;
     fn message(&self) -> &str;
+    /// A stable rule id: `secrets`, `indirect/pod-exec`, `azure/secrets`.
+    fn rule_id(&self) -> String;
 }
 
 impl Reported for Finding {
@@ -67,6 +71,12 @@ impl Reported for Finding {
     fn message(&self) -> &str {
         &self.message
     }
+    fn rule_id(&self) -> String {
+        match self.route {
+            crate::rbac::Route::Secrets => "secrets".into(),
+            crate::rbac::Route::Indirect(r) => format!("indirect/{r}"),
+        }
+    }
 }
 
 impl Reported for AzureFinding {
@@ -75,6 +85,9 @@ impl Reported for AzureFinding {
     }
     fn message(&self) -> &str {
         &self.message
+    }
+    fn rule_id(&self) -> String {
+        "azure/secrets".into()
     }
 }
 
@@ -190,6 +203,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
             writeln!(out)?;
         }
         Format::Text => write_text(&mut out, &report, args.show_info)?,
+        Format::Sarif => {
+            serde_json::to_writer_pretty(&mut out, &sarif(&report, args.show_info))?;
+            writeln!(out)?;
+        }
     }
     Ok(report.exit_code())
 }
@@ -206,6 +223,83 @@ fn write_text(out: &mut impl Write, report: &Report, show_info: bool) -> std::io
         "secretscope check: {} objects in {} files: {} deny, {} warn, {} info, {} input errors",
         s.objects, s.files, s.deny, s.warn, s.info, s.errors
     )
+}
+
+/// SARIF 2.1.0: one result per finding (deny = error, warn = warning, info = note, the latter only
+/// with --show-info) and per input error.
+fn sarif(report: &Report, show_info: bool) -> serde_json::Value {
+    use serde_json::json;
+    fn result<F: Reported>(l: &Located<F>) -> serde_json::Value {
+        let level = match l.finding.severity() {
+            Severity::Deny => "error",
+            Severity::Warn => "warning",
+            Severity::Info => "note",
+        };
+        json!({
+            "ruleId": l.finding.rule_id(),
+            "level": level,
+            "message": {"text": l.finding.message()},
+            "locations": [{"physicalLocation": {
+                "artifactLocation": {"uri": l.file},
+                "region": {"startLine": l.line.max(1)}
+            }}]
+        })
+    }
+    let keep = |s: Severity| show_info || s > Severity::Info;
+    let mut results: Vec<serde_json::Value> = report
+        .findings
+        .iter()
+        .filter(|l| keep(l.finding.severity))
+        .map(result)
+        .chain(
+            report
+                .azure
+                .iter()
+                .filter(|l| keep(l.finding.severity))
+                .map(result),
+        )
+        .collect();
+    results.extend(report.errors.iter().map(|e| {
+        json!({
+            "ruleId": "input-error",
+            "level": "error",
+            "message": {"text": e.message},
+            "locations": [{"physicalLocation": {
+                "artifactLocation": {"uri": e.file},
+                "region": {"startLine": e.line.unwrap_or(1).max(1)}
+            }}]
+        })
+    }));
+    let mut rule_ids: Vec<String> = results
+        .iter()
+        .filter_map(|r| r["ruleId"].as_str().map(String::from))
+        .collect();
+    rule_ids.sort();
+    rule_ids.dedup();
+    let rules: Vec<serde_json::Value> = rule_ids
+        .iter()
+        .map(|id| json!({"id": id, "shortDescription": {"text": rule_description(id)}}))
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "secretscope", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
+            "results": results
+        }]
+    })
+}
+
+fn rule_description(id: &str) -> String {
+    match id {
+        "secrets" => "Secrets access granted beyond one namespace".into(),
+        "azure/secrets" => "Azure role granting AKS Secrets access beyond one namespace".into(),
+        "input-error" => "A manifest that could not be read".into(),
+        other => format!(
+            "Indirect route to Secrets: {}",
+            other.strip_prefix("indirect/").unwrap_or(other)
+        ),
+    }
 }
 
 /// `DENY  file:line: message`, info only when asked for.

@@ -11,6 +11,8 @@ use super::model::{ClusterRole, ClusterRoleBinding, RbacObject, Role, RoleBindin
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     cluster_roles: HashMap<String, Arc<ClusterRole>>,
+    /// The ClusterRoles with an `aggregationRule`: few, and asked for on every review.
+    aggregators: HashMap<String, Arc<ClusterRole>>,
     cluster_role_bindings: HashMap<String, Arc<ClusterRoleBinding>>,
     /// ClusterRoleBindings by the ClusterRole they reference.
     bindings_by_role: HashMap<String, Vec<Arc<ClusterRoleBinding>>>,
@@ -56,8 +58,14 @@ impl ClusterState {
     pub fn insert(&mut self, object: RbacObject) {
         match object {
             RbacObject::ClusterRole(cr) => {
-                self.cluster_roles
-                    .insert(cr.metadata.name.clone(), Arc::new(cr));
+                let name = cr.metadata.name.clone();
+                let cr = Arc::new(cr);
+                if cr.aggregation_rule.is_some() {
+                    self.aggregators.insert(name.clone(), cr.clone());
+                } else {
+                    self.aggregators.remove(&name);
+                }
+                self.cluster_roles.insert(name, cr);
             }
             RbacObject::ClusterRoleBinding(crb) => {
                 self.remove_cluster_role_binding(&crb.metadata.name.clone());
@@ -83,6 +91,7 @@ impl ClusterState {
 
     pub fn remove_cluster_role(&mut self, name: &str) {
         self.cluster_roles.remove(name);
+        self.aggregators.remove(name);
     }
 
     pub fn remove_cluster_role_binding(&mut self, name: &str) {
@@ -179,6 +188,26 @@ mod tests {
         s.remove_cluster_role_binding("b");
         assert!(s.bindings_to("two").is_empty());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn aggregators_follow_replacement_and_removal() {
+        let mut s = ClusterState::with_builtins();
+        let count = |s: &ClusterState| s.aggregators().count();
+        let before = count(&s);
+        assert!(s.aggregators().any(|r| r.metadata.name == "admin"));
+        // Replacing admin with a plain role drops it from the aggregators, and back.
+        let admin = s.cluster_role("admin").cloned().unwrap();
+        let plain = ClusterRole {
+            aggregation_rule: None,
+            ..admin.clone()
+        };
+        s.insert(RbacObject::ClusterRole(plain));
+        assert_eq!(count(&s), before - 1);
+        s.insert(RbacObject::ClusterRole(admin));
+        assert_eq!(count(&s), before);
+        s.remove_cluster_role("admin");
+        assert_eq!(count(&s), before - 1);
     }
 
     #[test]
