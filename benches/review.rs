@@ -11,10 +11,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use secretscope::admission::review::AdmissionReview;
 use secretscope::admission::{StateSource, StaticState, Validator};
 use secretscope::manifest;
 use secretscope::policy::Policy;
-use secretscope::rbac::ClusterState;
+use secretscope::rbac::{ClusterState, RbacKind, RbacObject};
 use serde_json::Value;
 
 #[path = "common/bodies.rs"]
@@ -41,6 +42,14 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_function("baseline: serde_json::Value parse only", |b| {
             b.iter(|| black_box(serde_json::from_slice::<Value>(black_box(&body)).ok()))
+        });
+        g.bench_function("secretscope: decode only", |b| {
+            b.iter(|| {
+                let req = AdmissionReview::parse(black_box(&body)).ok()?;
+                let raw = req.object?;
+                let mut de = serde_json::Deserializer::from_str(raw.get());
+                black_box(RbacObject::decode(RbacKind::ClusterRole, &mut de).ok())
+            })
         });
         g.bench_function("secretscope: decode + judge + encode", |b| {
             b.iter(|| {
