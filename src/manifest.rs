@@ -297,6 +297,23 @@ items:
         );
     }
 
+    /// Nine levels of nine aliases would expand to 387M nodes: the parser's budget stops it.
+    #[test]
+    fn alias_bombs_are_refused_not_expanded() {
+        let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let loaded = parse_stream(&text, "bomb.yaml", false);
+        assert_eq!(loaded.errors.len(), 1);
+        assert!(
+            loaded.errors[0].message.contains("budget"),
+            "{:?}",
+            loaded.errors
+        );
+    }
+
     #[test]
     fn broken_yaml_is_an_error_not_a_panic() {
         for text in [

@@ -192,21 +192,6 @@ impl Grant<'_> {
         }
     }
 
-    fn route(&self, open: &OpenRoute, severity: Severity, scope: Scope) -> Finding {
-        Finding {
-            object: self.object.clone(),
-            severity,
-            route: Route::Indirect(open.route),
-            scope,
-            verbs: Vec::new(),
-            names: Vec::new(),
-            subjects: Vec::new(),
-            bindings: Vec::new(),
-            via: RuleRef::collect(self.role_kind, self.rules, &open.rules),
-            message: String::new(),
-        }
-    }
-
     fn via(&self, f: &Finding) -> String {
         describe_via(&f.via, self.role_kind, self.role_name)
     }
@@ -223,7 +208,18 @@ impl Grant<'_> {
         indirect_routes(self.rules)
             .iter()
             .map(|open| {
-                let mut f = self.route(open, severity, Scope::ClusterWide);
+                let mut f = Finding {
+                    object: self.object.clone(),
+                    severity,
+                    route: Route::Indirect(open.route),
+                    scope: Scope::ClusterWide,
+                    verbs: Vec::new(),
+                    names: Vec::new(),
+                    subjects: subjects.to_vec(),
+                    bindings: bindings.to_vec(),
+                    via: RuleRef::collect(self.role_kind, self.rules, &open.rules),
+                    message: String::new(),
+                };
                 let (action, why) = open.route.describe();
                 let through = if through {
                     format!(
@@ -240,8 +236,6 @@ impl Grant<'_> {
                     only_named(open),
                     self.via(&f),
                 );
-                f.subjects = subjects.to_vec();
-                f.bindings = bindings.to_vec();
                 f
             })
             .collect()
