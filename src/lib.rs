@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod cluster;
 pub mod manifest;
 pub mod policy;
 pub mod rbac;

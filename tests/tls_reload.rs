@@ -45,7 +45,7 @@ async fn rotates_through_a_secret_volume_swap_without_failing_a_request() {
     symlink("..data/tls.key", v.join("tls.key")).expect("link");
 
     let wh = Webhook::launch(
-        "",
+        common::Source::Standalone(""),
         "",
         &["--tls-reload-interval", "100ms"],
         first,

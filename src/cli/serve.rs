@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::admission::{StateSource, StaticState, Validator};
+use crate::cluster::LiveState;
 use crate::manifest;
 use crate::policy::Policy;
 use crate::rbac::ClusterState;
@@ -34,7 +35,8 @@ pub struct ServeArgs {
     /// Policy file (secretscope.yaml); safe defaults apply without one.
     #[arg(long, env = "SECRETSCOPE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Run without a cluster: cluster state comes from --state manifests.
+    /// Run without a cluster: cluster state comes from --state manifests. Without it, the RBAC
+    /// state is watched from the cluster in KUBECONFIG or the in-cluster config.
     #[arg(long)]
     pub standalone: bool,
     /// Manifests (files or directories) that make up the cluster state in standalone mode.
@@ -86,18 +88,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
-    if !args.standalone {
-        anyhow::bail!(
-            "cluster mode (a live API server as the source of RBAC state) is not available in this build; run with --standalone --state <manifests>"
+    let source: Arc<dyn StateSource> = if args.standalone {
+        let state = standalone_state(&args.state).context("standalone state")?;
+        tracing::info!(
+            objects = state.len(),
+            mode = policy.mode.as_str(),
+            "standalone: cluster state loaded from manifests"
         );
-    }
-    let state = standalone_state(&args.state).context("standalone state")?;
-    tracing::info!(
-        objects = state.len(),
-        mode = policy.mode.as_str(),
-        "standalone: cluster state loaded from manifests"
-    );
-    let source: Arc<dyn StateSource> = Arc::new(StaticState(Arc::new(state)));
+        Arc::new(StaticState(Arc::new(state)))
+    } else {
+        // KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount.
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot build a Kubernetes client (no kubeconfig or in-cluster config; use --standalone to run without a cluster)")?;
+        tracing::info!(
+            mode = policy.mode.as_str(),
+            "cluster: watching ClusterRoles and ClusterRoleBindings"
+        );
+        LiveState::start(client)
+    };
     let validator = Validator::new(Arc::new(policy), source.clone());
     let app = Arc::new(App::new(validator, source));
     let opts = ServeOptions {

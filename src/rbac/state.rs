@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::builtin;
-use super::model::{ClusterRole, ClusterRoleBinding, RbacObject, Role, RoleBinding};
+use super::model::{
+    ClusterRole, ClusterRoleBinding, ObjectRef, RbacKind, RbacObject, Role, RoleBinding,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
@@ -86,6 +88,40 @@ impl ClusterState {
                 self.role_bindings
                     .insert(namespaced_key(&rb.metadata), Arc::new(rb));
             }
+        }
+    }
+
+    /// Removes the object `r` names, if present.
+    pub fn remove(&mut self, r: &ObjectRef) {
+        let key = || (r.namespace.clone().unwrap_or_default(), r.name.clone());
+        match r.kind {
+            RbacKind::ClusterRole => self.remove_cluster_role(&r.name),
+            RbacKind::ClusterRoleBinding => self.remove_cluster_role_binding(&r.name),
+            RbacKind::Role => {
+                self.roles.remove(&key());
+            }
+            RbacKind::RoleBinding => {
+                self.role_bindings.remove(&key());
+            }
+        }
+    }
+
+    /// Replaces every object of `kind` with `objects` (a watch re-list: what is not listed is gone).
+    pub fn replace_kind(&mut self, kind: RbacKind, objects: Vec<RbacObject>) {
+        match kind {
+            RbacKind::ClusterRole => {
+                self.cluster_roles.clear();
+                self.aggregators.clear();
+            }
+            RbacKind::ClusterRoleBinding => {
+                self.cluster_role_bindings.clear();
+                self.bindings_by_role.clear();
+            }
+            RbacKind::Role => self.roles.clear(),
+            RbacKind::RoleBinding => self.role_bindings.clear(),
+        }
+        for o in objects.into_iter().filter(|o| o.kind() == kind) {
+            self.insert(o);
         }
     }
 
@@ -208,6 +244,27 @@ mod tests {
         assert_eq!(count(&s), before);
         s.remove_cluster_role("admin");
         assert_eq!(count(&s), before - 1);
+    }
+
+    #[test]
+    fn replace_kind_drops_what_a_relist_no_longer_has() {
+        let mut s = ClusterState::new();
+        s.insert(crb("gone", "one"));
+        s.insert(crb("kept", "two"));
+        s.replace_kind(
+            RbacKind::ClusterRoleBinding,
+            vec![crb("kept", "two"), crb("new", "one")],
+        );
+        assert_eq!(s.bindings_to("one").len(), 1);
+        assert_eq!(s.bindings_to("one")[0].metadata.name, "new");
+        let r = ObjectRef {
+            kind: RbacKind::ClusterRoleBinding,
+            name: "new".into(),
+            namespace: None,
+        };
+        s.remove(&r);
+        assert!(s.bindings_to("one").is_empty());
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

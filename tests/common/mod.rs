@@ -47,6 +47,14 @@ impl Certs {
     }
 }
 
+/// Where a webhook under test gets its RBAC state.
+pub enum Source<'a> {
+    /// Manifest YAML, `serve --standalone --state`.
+    Standalone(&'a str),
+    /// A kubeconfig (YAML text) for `serve` against a (fake) API server.
+    Cluster(&'a str),
+}
+
 /// A running `secretscope serve`, killed on drop.
 pub struct Webhook {
     pub child: Child,
@@ -61,43 +69,51 @@ impl Webhook {
     pub fn start(state: &str, policy: &str, extra: &[&str]) -> Self {
         let certs = Certs::new();
         let tls = (certs.path("tls.crt"), certs.path("tls.key"));
-        Self::launch(state, policy, extra, certs, tls)
+        Self::launch(Source::Standalone(state), policy, extra, certs, tls)
+    }
+
+    /// Starts `serve` against the cluster that `kubeconfig` (YAML text) points at.
+    pub fn start_cluster(kubeconfig: &str, policy: &str, extra: &[&str]) -> Self {
+        let certs = Certs::new();
+        let tls = (certs.path("tls.crt"), certs.path("tls.key"));
+        Self::launch(Source::Cluster(kubeconfig), policy, extra, certs, tls)
     }
 
     /// Like `start`, serving the certificate and key at `tls` (clients trust `certs`' CA).
     pub fn launch(
-        state: &str,
+        source: Source<'_>,
         policy: &str,
         extra: &[&str],
         certs: Certs,
         tls: (PathBuf, PathBuf),
     ) -> Self {
         let files = tempfile::tempdir().expect("tempdir");
-        let state_path = files.path().join("state.yaml");
-        std::fs::write(&state_path, state).expect("write state");
         let policy_path = files.path().join("secretscope.yaml");
         std::fs::write(&policy_path, policy).expect("write policy");
         let mut cmd = bin();
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--standalone",
-            "--log-format",
-            "json",
-        ])
-        .arg("--state")
-        .arg(&state_path)
-        .arg("--config")
-        .arg(&policy_path)
-        .arg("--tls-cert")
-        .arg(&tls.0)
-        .arg("--tls-key")
-        .arg(&tls.1)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"]);
+        match source {
+            Source::Standalone(state) => {
+                let state_path = files.path().join("state.yaml");
+                std::fs::write(&state_path, state).expect("write state");
+                cmd.arg("--standalone").arg("--state").arg(&state_path);
+            }
+            Source::Cluster(kubeconfig) => {
+                let path = files.path().join("kubeconfig");
+                std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+                cmd.env("KUBECONFIG", &path);
+            }
+        }
+        cmd.arg("--config")
+            .arg(&policy_path)
+            .arg("--tls-cert")
+            .arg(&tls.0)
+            .arg("--tls-key")
+            .arg(&tls.1)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn secretscope serve");
         let stderr = child.stderr.take().expect("stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,177 @@
+//! `LiveState`: the cluster's ClusterRoles and ClusterRoleBindings, kept by kube-runtime watchers
+//! (list, then watch; re-list on 410 Gone; exponential backoff on errors) and published to the
+//! admission handlers as immutable `ClusterState` snapshots. Reviews never call the API server.
+//!
+//! One task owns the mutable state. Watch events for both kinds arrive on a channel; after each
+//! burst the owner publishes a new snapshot through an `ArcSwap`, so readers take a snapshot
+//! without locks and a burst of events costs one publish.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::rbac::v1 as rbacv1;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::admission::StateSource;
+use crate::rbac::{ClusterState, RbacKind, RbacObject};
+
+/// The kinds binding-aware verdicts need. Roles and RoleBindings never grant cluster-wide access,
+/// so they are not cached (they are the bulk of a large cluster's RBAC objects).
+const WATCHED: [RbacKind; 2] = [RbacKind::ClusterRole, RbacKind::ClusterRoleBinding];
+
+/// What a watcher tells the owner task.
+#[derive(Debug)]
+enum Change {
+    /// A (re-)list began: collect the objects that follow.
+    Relist(RbacKind),
+    Listed(RbacObject),
+    /// The (re-)list is complete: what was not listed is gone.
+    Synced(RbacKind),
+    Applied(RbacObject),
+    Deleted(RbacObject),
+}
+
+pub struct LiveState {
+    current: ArcSwap<ClusterState>,
+    synced: [AtomicBool; WATCHED.len()],
+}
+
+impl StateSource for LiveState {
+    fn snapshot(&self) -> Arc<ClusterState> {
+        self.current.load_full()
+    }
+
+    /// True once both kinds have been listed completely. A later re-list (after 410 Gone) keeps
+    /// serving the previous, complete picture until it finishes.
+    fn synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+}
+
+impl LiveState {
+    /// Starts the watchers and the owner task on the current runtime.
+    pub fn start(client: Client) -> Arc<Self> {
+        let state = Arc::new(Self {
+            current: ArcSwap::from_pointee(ClusterState::new()),
+            synced: Default::default(),
+        });
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(forward(
+            RbacKind::ClusterRole,
+            watcher(
+                Api::<rbacv1::ClusterRole>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+            tx.clone(),
+        ));
+        tokio::spawn(forward(
+            RbacKind::ClusterRoleBinding,
+            watcher(
+                Api::<rbacv1::ClusterRoleBinding>::all(client),
+                watcher::Config::default(),
+            ),
+            tx,
+        ));
+        tokio::spawn(own(state.clone(), rx));
+        state
+    }
+}
+
+fn watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config).default_backoff()
+}
+
+/// The engine's model of a k8s-openapi object (off the hot path: once per watch event).
+fn to_engine<K: Serialize>(object: &K) -> Option<RbacObject> {
+    let value = serde_json::to_value(object).ok()?;
+    match RbacObject::from_value(&value) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping an RBAC object the engine cannot read");
+            None
+        }
+    }
+}
+
+async fn forward<K, S>(kind: RbacKind, stream: S, tx: mpsc::Sender<Change>)
+where
+    K: Serialize,
+    S: Stream<Item = watcher::Result<Event<K>>> + Send,
+{
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        let change = match event {
+            Ok(Event::Init) => Some(Change::Relist(kind)),
+            Ok(Event::InitApply(o)) => to_engine(&o).map(Change::Listed),
+            Ok(Event::InitDone) => Some(Change::Synced(kind)),
+            Ok(Event::Apply(o)) => to_engine(&o).map(Change::Applied),
+            Ok(Event::Delete(o)) => to_engine(&o).map(Change::Deleted),
+            Err(e) => {
+                // The backoff wrapper retries; the last complete picture keeps serving.
+                tracing::warn!(kind = kind.as_str(), error = %e, "RBAC watch failed; retrying with backoff");
+                None
+            }
+        };
+        if let Some(change) = change {
+            if tx.send(change).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Applies changes in bursts and publishes one snapshot per burst.
+async fn own(live: Arc<LiveState>, mut rx: mpsc::Receiver<Change>) {
+    let mut state = ClusterState::new();
+    let mut relisting: [Option<Vec<RbacObject>>; WATCHED.len()] = Default::default();
+    let slot = |kind: RbacKind| WATCHED.iter().position(|k| *k == kind);
+    while let Some(first) = rx.recv().await {
+        let mut now_synced = Vec::new();
+        let mut next = Some(first);
+        while let Some(change) = next {
+            match change {
+                Change::Relist(kind) => {
+                    if let Some(i) = slot(kind) {
+                        relisting[i] = Some(Vec::new());
+                    }
+                }
+                Change::Listed(o) => match slot(o.kind()).and_then(|i| relisting[i].as_mut()) {
+                    Some(buffer) => buffer.push(o),
+                    None => state.insert(o),
+                },
+                Change::Synced(kind) => {
+                    if let Some(i) = slot(kind) {
+                        state.replace_kind(kind, relisting[i].take().unwrap_or_default());
+                        now_synced.push(i);
+                        tracing::info!(
+                            kind = kind.as_str(),
+                            objects = state.len(),
+                            "RBAC cache synced"
+                        );
+                    }
+                }
+                Change::Applied(o) => state.insert(o),
+                Change::Deleted(o) => state.remove(&o.object_ref()),
+            }
+            next = rx.try_recv().ok();
+        }
+        live.current.store(Arc::new(state.clone()));
+        // Only after the snapshot holding the complete list is visible.
+        for i in now_synced {
+            live.synced[i].store(true, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The validating webhook against a (fake) API server: the RBAC cache is fed by list + watch,
+//! verdicts are binding-aware once synced and strict before, and outages are ridden out.
+
+mod common;
+mod fake_apiserver;
+
+use std::time::{Duration, Instant};
+
+use common::{object, review, Webhook};
+use fake_apiserver::FakeApiServer;
+use serde_json::{json, Value};
+
+fn secrets_role(name: &str) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+           "metadata": {"name": name},
+           "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]})
+}
+
+fn binding(name: &str, role: &str, user: &str) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+           "metadata": {"name": name},
+           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+           "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
+}
+
+/// A review of creating `role` (a ClusterRole with Secrets access): allowed exactly when no
+/// ClusterRoleBinding grants it, in bindings scope.
+async fn role_allowed(wh: &Webhook, role: &str) -> bool {
+    let body = review(
+        "CREATE",
+        Some(&object(&secrets_role(role).to_string())),
+        None,
+    );
+    wh.review(&body).await["response"]["allowed"] == true
+}
+
+async fn ready(wh: &Webhook) -> bool {
+    matches!(wh.client().get(wh.url("/readyz")).send().await, Ok(r) if r.status() == 200)
+}
+
+async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !f().await {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_aware_verdicts_follow_the_cluster_through_watch() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(secrets_role("reader"));
+    fake.apply(binding("bob-reads", "reader", "bob"));
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    eventually("synced", Duration::from_secs(15), async || ready(&wh).await).await;
+
+    // Listed: reader is bound to bob, so a ClusterRole named reader with Secrets is denied;
+    // an unbound one is fine (bindings scope, not the strict fallback).
+    assert!(!role_allowed(&wh, "reader").await);
+    assert!(role_allowed(&wh, "unbound").await);
+
+    // Watched: a new binding makes the same review a denial, its deletion undoes it.
+    fake.apply(binding("eve-reads", "unbound", "eve"));
+    eventually("binding seen", Duration::from_secs(10), async || {
+        !role_allowed(&wh, "unbound").await
+    })
+    .await;
+    fake.delete("clusterrolebindings", "eve-reads");
+    eventually("deletion seen", Duration::from_secs(10), async || {
+        role_allowed(&wh, "unbound").await
+    })
+    .await;
+
+    // A binding review is judged against the watched ClusterRole.
+    fake.apply(secrets_role("later"));
+    let crb = binding("mallory-reads", "later", "mallory");
+    eventually("role seen", Duration::from_secs(10), async || {
+        let r = wh
+            .review(&review("CREATE", Some(&object(&crb.to_string())), None))
+            .await;
+        r["response"]["allowed"] == false
+    })
+    .await;
+    // Only list and watch: no API call per review.
+    assert!(fake.request_count("watch=") >= 2);
+    let lists = fake.request_count("clusterroles?")
+        - fake.request_count("clusterroles?allowWatchBookmarks");
+    assert!(lists <= 2, "{:?}", fake.requests.lock().map(|r| r.clone()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_sync_it_is_not_ready_and_judges_strictly() {
+    let fake = FakeApiServer::start().await;
+    fake.set_list_delay(Duration::from_secs(3));
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    assert!(!ready(&wh).await, "not ready before the lists return");
+    // No binding exists, but without a complete picture the webhook fails closed.
+    assert!(!role_allowed(&wh, "unbound").await);
+    eventually("synced", Duration::from_secs(15), async || ready(&wh).await).await;
+    assert!(role_allowed(&wh, "unbound").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_errors_and_expired_watches_lose_nothing() {
+    let fake = FakeApiServer::start().await;
+    fake.fail_lists(3);
+    fake.apply(secrets_role("reader"));
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    // Retried with backoff through the 500s.
+    eventually(
+        "synced after failures",
+        Duration::from_secs(30),
+        async || ready(&wh).await,
+    )
+    .await;
+    assert!(
+        wh.logs().iter().any(|l| l.contains("RBAC watch failed")),
+        "the outage is logged"
+    );
+
+    // The watch expires (410): the cache re-lists, and what changed meanwhile is seen.
+    fake.expire_next_watch();
+    fake.apply(binding("bob-reads", "reader", "bob"));
+    eventually(
+        "change after 410 seen",
+        Duration::from_secs(20),
+        async || !role_allowed(&wh, "reader").await,
+    )
+    .await;
+}
+
+#[test]
+fn without_a_cluster_or_standalone_it_says_what_to_do() {
+    let certs = common::Certs::new();
+    let out = common::bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(certs.path("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.path("tls.key"))
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", "/nonexistent")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot build a Kubernetes client") && err.contains("--standalone"),
+        "{err}"
+    );
+}
