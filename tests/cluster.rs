@@ -149,3 +149,57 @@ fn without_a_cluster_or_standalone_it_says_what_to_do() {
         "{err}"
     );
 }
+
+/// `kubectl apply` of a Secrets ClusterRole followed at once by its binding: the binding's review
+/// can arrive before the role reaches the cache. One live GET closes that gap; a binding to a role
+/// that does not exist is refused, so the role cannot be judged later against a binding the cache
+/// has not seen yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_whose_role_the_cache_has_not_seen_is_judged_by_a_live_read() {
+    let fake = FakeApiServer::start().await;
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    eventually("synced", Duration::from_secs(15), async || ready(&wh).await).await;
+    fake.set_watch_delay(Duration::from_secs(30));
+
+    fake.apply(secrets_role("fresh"));
+    let crb = binding("bob-fresh", "fresh", "bob");
+    let out = wh
+        .review(&review("CREATE", Some(&object(&crb.to_string())), None))
+        .await;
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    let msg = out["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.contains(
+            r#"grants User "bob" cluster-wide read of Secrets (get, list) via ClusterRole "fresh""#
+        ),
+        "{msg}"
+    );
+    assert_eq!(fake.request_count("GET clusterroles/fresh"), 1);
+
+    let crb = binding("bob-ghost", "ghost", "bob");
+    let out = wh
+        .review(&review("CREATE", Some(&object(&crb.to_string())), None))
+        .await;
+    assert_eq!(out["response"]["allowed"], false);
+    let msg = out["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        msg.contains(
+            r#"ClusterRole "ghost" does not exist; create the ClusterRole before binding it"#
+        ),
+        "{msg}"
+    );
+
+    // A harmless role read live is judged harmless: the binding goes through.
+    fake.apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                      "metadata": {"name": "viewer"},
+                      "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}));
+    let crb = binding("bob-views", "viewer", "bob");
+    let out = wh
+        .review(&review("CREATE", Some(&object(&crb.to_string())), None))
+        .await;
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+}

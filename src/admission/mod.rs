@@ -4,9 +4,14 @@
 pub mod review;
 pub mod validate;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::rbac::ClusterState;
+use crate::rbac::{ClusterRole, ClusterState};
+
+/// A live lookup: `Ok(None)` when the object does not exist.
+pub type Lookup = Pin<Box<dyn Future<Output = Result<Option<ClusterRole>, String>> + Send>>;
 
 pub use review::{AdmissionResponse, ReviewError};
 pub use validate::{Validator, Verdict};
@@ -19,6 +24,13 @@ pub trait StateSource: Send + Sync + 'static {
     /// False until the source has a complete picture; binding-aware verdicts are not trusted
     /// (the webhook falls back to strict scope) and `/readyz` fails until then.
     fn synced(&self) -> bool;
+
+    /// Reads a ClusterRole from the source of truth, for a binding whose role the state does not
+    /// hold (yet: a role created a moment ago may not have reached a watch-fed cache). `None` when
+    /// the source has no live side, as with fixed manifests.
+    fn fetch_cluster_role(&self, _name: &str) -> Option<Lookup> {
+        None
+    }
 }
 
 /// State loaded once from manifests (`serve --standalone --state`).

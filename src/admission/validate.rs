@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::policy::{Mode, Policy};
 use crate::rbac::{
-    evaluate, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Severity, RBAC_GROUP,
+    evaluate, BindingScope, ClusterRole, EvalOptions, Finding, RbacKind, RbacObject, Scope,
+    Severity, RBAC_GROUP,
 };
 
 use super::review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError};
@@ -17,6 +18,8 @@ pub struct Verdict {
     pub kind: Option<RbacKind>,
     pub operation: Operation,
     pub findings: Vec<Finding>,
+    /// A ClusterRoleBinding's ClusterRole that the state does not hold: worth a live lookup.
+    pub missing_role: Option<String>,
 }
 
 pub struct Validator {
@@ -47,16 +50,44 @@ impl Validator {
     /// AdmissionReview (HTTP 400); everything else, bad objects included, gets a response.
     pub fn review(&self, body: &[u8]) -> Result<Verdict, ReviewError> {
         let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req))
+        Ok(self.decide(&req, None))
     }
 
-    fn decide(&self, req: &AdmissionRequest<'_>) -> Verdict {
+    /// Reviews `body` again with `role` added to the state: the binding's ClusterRole, read live
+    /// after a cache miss. Clones the state, which is fine for this rare path.
+    pub fn review_with(&self, body: &[u8], role: ClusterRole) -> Result<Verdict, ReviewError> {
+        let req = AdmissionReview::parse(body)?;
+        Ok(self.decide(&req, Some(role)))
+    }
+
+    /// Denies a binding whose ClusterRole does not exist or cannot be read (fail closed): a
+    /// binding is judged by its role, and a role created later could not be judged against a
+    /// binding the cache has not seen yet.
+    pub fn deny_missing_role(&self, verdict: &mut Verdict, role: &str, why: &str) {
+        if self.policy.mode != Mode::Enforce {
+            verdict.response.warnings.push(format!(
+                "secretscope: ClusterRole \"{role}\" {why}; this binding cannot be judged"
+            ));
+            return;
+        }
+        let uid = verdict.response.uid.clone();
+        verdict.response = AdmissionResponse::deny(
+            &uid,
+            403,
+            format!(
+                "secretscope: ClusterRole \"{role}\" {why}; create the ClusterRole before binding it, so the binding can be judged by what it grants"
+            ),
+        );
+    }
+
+    fn decide(&self, req: &AdmissionRequest<'_>, extra_role: Option<ClusterRole>) -> Verdict {
         let uid = req.uid.as_ref();
         let mut verdict = Verdict {
             response: AdmissionResponse::allow(uid),
             kind: None,
             operation: req.operation,
             findings: Vec::new(),
+            missing_role: None,
         };
         let kind = RbacKind::from_kind(&req.kind.kind).filter(|_| req.kind.group == RBAC_GROUP);
         let Some(kind) = kind else {
@@ -82,7 +113,10 @@ impl Validator {
                 return verdict;
             }
         };
-        let state = self.state.snapshot();
+        let mut state = self.state.snapshot();
+        if let Some(role) = extra_role {
+            Arc::make_mut(&mut state).insert(RbacObject::ClusterRole(role));
+        }
         let opts = if self.state.synced() {
             &self.policy.eval
         } else {
@@ -136,6 +170,11 @@ impl Validator {
                     .collect();
             }
             Mode::Audit => {}
+        }
+        if let RbacObject::ClusterRoleBinding(crb) = &new {
+            if findings.iter().any(|f| f.scope == Scope::Unknown) {
+                verdict.missing_role = Some(crb.role_ref.name.clone());
+            }
         }
         verdict.findings = findings;
         verdict

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::admission::StateSource;
+use crate::admission::{Lookup, StateSource};
 use crate::rbac::{ClusterState, RbacKind, RbacObject};
 
 /// The kinds binding-aware verdicts need. Roles and RoleBindings never grant cluster-wide access,
@@ -41,7 +41,11 @@ enum Change {
 pub struct LiveState {
     current: ArcSwap<ClusterState>,
     synced: [AtomicBool; WATCHED.len()],
+    client: Client,
 }
+
+/// A cache-miss lookup must not hold a review past the API server's webhook timeout (5s).
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl StateSource for LiveState {
     fn snapshot(&self) -> Arc<ClusterState> {
@@ -53,6 +57,23 @@ impl StateSource for LiveState {
     fn synced(&self) -> bool {
         self.synced.iter().all(|s| s.load(Ordering::Acquire))
     }
+
+    fn fetch_cluster_role(&self, name: &str) -> Option<Lookup> {
+        let api = Api::<rbacv1::ClusterRole>::all(self.client.clone());
+        let name = name.to_string();
+        Some(Box::pin(async move {
+            let got = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(&name))
+                .await
+                .map_err(|_| {
+                    format!("could not be read from the API server within {LOOKUP_TIMEOUT:?}")
+                })?
+                .map_err(|e| format!("could not be read from the API server: {e}"))?;
+            Ok(got.as_ref().and_then(to_engine).and_then(|o| match o {
+                RbacObject::ClusterRole(cr) => Some(cr),
+                _ => None,
+            }))
+        }))
+    }
 }
 
 impl LiveState {
@@ -61,6 +82,7 @@ impl LiveState {
         let state = Arc::new(Self {
             current: ArcSwap::from_pointee(ClusterState::new()),
             synced: Default::default(),
+            client: client.clone(),
         });
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(forward(

@@ -69,7 +69,7 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 
 async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
     let started = std::time::Instant::now();
-    match app.validator.review(&body) {
+    match review(&app, &body).await {
         Ok(verdict) => {
             app.metrics
                 .observe(&verdict, app.validator.mode(), started.elapsed());
@@ -84,6 +84,37 @@ async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
             app.metrics.observe_error(app.validator.mode());
             tracing::warn!(error = %e, bytes = body.len(), "rejected a request that is not a usable AdmissionReview");
             (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
+        }
+    }
+}
+
+/// The review, with one live lookup when a binding names a ClusterRole the state lacks.
+async fn review(
+    app: &App,
+    body: &[u8],
+) -> Result<crate::admission::Verdict, crate::admission::ReviewError> {
+    let mut verdict = app.validator.review(body)?;
+    let Some(role) = verdict.missing_role.clone() else {
+        return Ok(verdict);
+    };
+    let Some(lookup) = app.state.fetch_cluster_role(&role) else {
+        return Ok(verdict);
+    };
+    match lookup.await {
+        Ok(Some(cluster_role)) => app.validator.review_with(body, cluster_role),
+        Ok(None) => {
+            app.validator
+                .deny_missing_role(&mut verdict, &role, "does not exist");
+            Ok(verdict)
+        }
+        Err(why) => {
+            tracing::warn!(
+                role = role.as_str(),
+                error = why.as_str(),
+                "live ClusterRole lookup failed"
+            );
+            app.validator.deny_missing_role(&mut verdict, &role, &why);
+            Ok(verdict)
         }
     }
 }

@@ -59,6 +59,8 @@ struct Store {
 #[derive(Default)]
 struct Faults {
     list_delay: Duration,
+    /// Holds back live watch events: a cache that lags behind what was just written.
+    watch_delay: Duration,
     failing_lists: u32,
     expire_next_watch: bool,
 }
@@ -90,6 +92,10 @@ impl FakeApiServer {
             .route(
                 "/apis/rbac.authorization.k8s.io/v1/{resource}",
                 get(list_or_watch),
+            )
+            .route(
+                "/apis/rbac.authorization.k8s.io/v1/{resource}/{name}",
+                get(get_one),
             )
             .with_state(fake.clone());
         tokio::spawn(async move {
@@ -161,6 +167,10 @@ impl FakeApiServer {
         self.faults.lock().expect("faults").list_delay = d;
     }
 
+    pub fn set_watch_delay(&self, d: Duration) {
+        self.faults.lock().expect("faults").watch_delay = d;
+    }
+
     /// The next `n` lists answer 500 InternalError.
     pub fn fail_lists(&self, n: u32) {
         self.faults.lock().expect("faults").failing_lists = n;
@@ -216,6 +226,30 @@ async fn list_or_watch(
         watch(fake, resource, kind, &q)
     } else {
         list(fake, resource, kind).await
+    }
+}
+
+async fn get_one(
+    State(fake): State<FakeApiServer>,
+    Path((resource, name)): Path<(String, String)>,
+) -> Response {
+    fake.requests
+        .lock()
+        .map(|mut r| r.push(format!("GET {resource}/{name}")))
+        .ok();
+    let found = fake
+        .store
+        .lock()
+        .expect("store")
+        .objects
+        .get(&(resource.clone(), name.clone()))
+        .cloned();
+    match (kind_of(&resource), found) {
+        (Some(_), Some(o)) => axum::Json(o).into_response(),
+        _ => {
+            let body = status(404, "NotFound", &format!("{resource} \"{name}\" not found"));
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -310,6 +344,8 @@ fn watch(
                 e = live.recv() => match e {
                     Ok(e) if e.resource == resource && e.rv > last => {
                         last = e.rv;
+                        let lag = fake.faults.lock().map(|f| f.watch_delay).unwrap_or_default();
+                        tokio::time::sleep(lag).await;
                         if tx.send(Ok(line(json!({"type": e.kind, "object": e.object})))).await.is_err() { return; }
                     }
                     Ok(_) => {}
