@@ -347,6 +347,46 @@ impl Policy {
     }
 }
 
+/// A namespace's tenancy: which tenant, and whether it still needs the tenancy label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: String,
+    pub needs_label: bool,
+}
+
+impl Policy {
+    /// A namespace is a tenancy namespace when it carries the tenancy label (its value names the
+    /// tenant) or its name matches `tenancy.namePattern` (the `tenant` capture names it).
+    pub fn tenant_of(
+        &self,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Option<Tenant> {
+        if let Some(value) = labels.get(&self.file.tenancy.label) {
+            return Some(Tenant {
+                name: value.clone(),
+                needs_label: false,
+            });
+        }
+        let caps = self.tenant_pattern.captures(namespace)?;
+        Some(Tenant {
+            name: caps.name("tenant")?.as_str().to_string(),
+            needs_label: true,
+        })
+    }
+}
+
+/// A Kubernetes label value: at most 63 characters, alphanumeric at both ends, `-_.` inside.
+pub fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    v.len() <= 63
+        && (b.is_empty()
+            || (b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))))
+}
+
 /// RFC 1123 subdomain, the rule for Role and RoleBinding names.
 fn is_dns_label_or_subdomain(name: &str) -> bool {
     !name.is_empty()
@@ -458,6 +498,40 @@ tenancy:
             let err = Policy::parse(yaml, "p.yaml").unwrap_err().to_string();
             assert!(err.contains(needle), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn tenancy_by_name_or_label() {
+        let p = Policy::default();
+        let none = std::collections::BTreeMap::new();
+        assert_eq!(
+            p.tenant_of("az-acme", &none),
+            Some(Tenant {
+                name: "acme".into(),
+                needs_label: true
+            })
+        );
+        assert_eq!(p.tenant_of("kube-system", &none), None);
+        assert_eq!(
+            p.tenant_of("az-", &none),
+            None,
+            "the tenant capture must not be empty"
+        );
+        let labelled: std::collections::BTreeMap<String, String> =
+            [("secretscope.io/tenant".to_string(), "globex".to_string())].into();
+        assert_eq!(
+            p.tenant_of("shared-tools", &labelled),
+            Some(Tenant {
+                name: "globex".into(),
+                needs_label: false
+            })
+        );
+        assert!(is_label_value("acme-1.x") && is_label_value(""));
+        assert!(
+            !is_label_value("-acme")
+                && !is_label_value("acme_")
+                && !is_label_value(&"a".repeat(64))
+        );
     }
 
     #[test]

@@ -537,3 +537,61 @@ async fn client_certificates_are_required_with_client_ca() {
     let client = common::client_with_identity(&wh.certs.ca_pem(), &stranger);
     assert!(client.get(wh.url("/healthz")).send().await.is_err());
 }
+
+/// `/mutate` over TLS: a new tenancy namespace comes back with a JSON patch that labels it.
+#[tokio::test]
+async fn mutate_labels_new_tenancy_namespaces() {
+    let wh = Webhook::start("", "", &["--metrics-listen", "127.0.0.1:0"]);
+    let ns = |name: &str| {
+        serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": format!("uid-{name}"), "kind": {"group": "", "version": "v1", "kind": "Namespace"},
+                "resource": {"group": "", "version": "v1", "resource": "namespaces"},
+                "name": name, "operation": "CREATE", "userInfo": {"username": "portal"},
+                "object": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                "dryRun": false}})
+    };
+    let post = |body: Value| {
+        let (client, url) = (wh.client(), wh.url("/mutate"));
+        async move {
+            let r = client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .expect("POST /mutate");
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let out = post(ns("az-acme")).await;
+    let r = &out["response"];
+    assert_eq!(r["uid"], "uid-az-acme");
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(r["patch"].as_str().unwrap_or_default())
+        .expect("base64");
+    let patch: Value = serde_json::from_slice(&patch).expect("json patch");
+    assert_eq!(
+        patch,
+        serde_json::json!([{"op": "add", "path": "/metadata/labels", "value": {"secretscope.io/tenant": "acme"}}])
+    );
+    let out = post(ns("payments")).await;
+    assert_eq!(out["response"]["allowed"], true);
+    assert!(out["response"].get("patch").is_none());
+    assert!(wh.wait_for_log("labelled a new tenancy namespace", Duration::from_secs(5)));
+    let text = wh
+        .client()
+        .get(wh.metrics_url().expect("metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(r#"secretscope_namespace_mutations_total{result="labelled"} 1"#),
+        "{text}"
+    );
+}

@@ -1,6 +1,7 @@
 //! AdmissionReview in, engine call, AdmissionResponse out. Handlers stay thin: everything they
 //! decide comes from [`crate::rbac`] over a [`StateSource`].
 
+pub mod mutate;
 pub mod review;
 pub mod validate;
 
@@ -13,6 +14,7 @@ use crate::rbac::{ClusterRole, ClusterState};
 /// A live lookup: `Ok(None)` when the object does not exist.
 pub type Lookup = Pin<Box<dyn Future<Output = Result<Option<ClusterRole>, String>> + Send>>;
 
+pub use mutate::{Mutation, Mutator};
 pub use review::{AdmissionResponse, ReviewError};
 pub use validate::{Validator, Verdict};
 

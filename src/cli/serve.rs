@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::admission::{StateSource, StaticState, Validator};
+use crate::admission::{Mutator, StateSource, StaticState, Validator};
 use crate::cluster::LiveState;
 use crate::manifest;
 use crate::policy::Policy;
@@ -107,8 +107,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
         LiveState::start(client)
     };
-    let validator = Validator::new(Arc::new(policy), source.clone());
-    let app = Arc::new(App::new(validator, source));
+    let policy = Arc::new(policy);
+    let validator = Validator::new(policy.clone(), source.clone());
+    let app = Arc::new(App::new(validator, Mutator::new(policy), source));
     let opts = ServeOptions {
         listen: args.listen,
         tls: TlsFiles {

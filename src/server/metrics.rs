@@ -32,6 +32,12 @@ struct FindingLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MutationLabels {
+    /// labelled (a JSON patch added the tenancy label) or untouched.
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -45,6 +51,7 @@ pub struct Metrics {
     pub state_objects: Gauge,
     pub cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ReloadLabels, Counter>,
+    mutations: Family<MutationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,8 +106,15 @@ impl Metrics {
             "Serving certificate changes seen on disk, by result (installed or rejected)",
             cert_reloads.clone(),
         );
+        let mutations = Family::<MutationLabels, Counter>::default();
+        registry.register(
+            "namespace_mutations",
+            "Namespace CREATE reviews on /mutate, by result",
+            mutations.clone(),
+        );
         Self {
             registry,
+            mutations,
             reviews,
             review_seconds,
             findings,
@@ -153,6 +167,13 @@ impl Metrics {
                 verdict: "error",
                 mode: mode.as_str(),
             })
+            .inc();
+    }
+
+    pub fn observe_mutation(&self, labelled: bool) {
+        let result = if labelled { "labelled" } else { "untouched" };
+        self.mutations
+            .get_or_create(&MutationLabels { result })
             .inc();
     }
 

@@ -18,7 +18,7 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use axum_server::Handle;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::admission::{StateSource, Validator};
+use crate::admission::{Mutator, StateSource, Validator};
 use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
 
@@ -38,15 +38,17 @@ pub struct ServeOptions {
 
 pub struct App {
     pub validator: Validator,
+    pub mutator: Mutator,
     pub state: Arc<dyn StateSource>,
     pub metrics: Arc<Metrics>,
     shutting_down: AtomicBool,
 }
 
 impl App {
-    pub fn new(validator: Validator, state: Arc<dyn StateSource>) -> Self {
+    pub fn new(validator: Validator, mutator: Mutator, state: Arc<dyn StateSource>) -> Self {
         Self {
             validator,
+            mutator,
             state,
             metrics: Arc::new(Metrics::new()),
             shutting_down: AtomicBool::new(false),
@@ -57,6 +59,7 @@ impl App {
 pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -77,6 +80,33 @@ async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
             (
                 [(header::CONTENT_TYPE, "application/json")],
                 verdict.response.to_review_json(),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            app.metrics.observe_error(app.validator.mode());
+            tracing::warn!(error = %e, bytes = body.len(), "rejected a request that is not a usable AdmissionReview");
+            (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
+        }
+    }
+}
+
+async fn mutate(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    match app.mutator.review(&body) {
+        Ok(m) => {
+            app.metrics.observe_mutation(m.tenant.is_some());
+            if let Some(tenant) = &m.tenant {
+                tracing::info!(
+                    uid = m.response.uid.as_str(),
+                    namespace = m.namespace.as_str(),
+                    tenant = tenant.as_str(),
+                    dry_run = m.dry_run,
+                    "labelled a new tenancy namespace"
+                );
+            }
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                m.response.to_review_json(),
             )
                 .into_response()
         }
