@@ -3,6 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use secretscope::cli::{self, Cli, Command};
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.log_format);
@@ -10,12 +16,10 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
         Command::Manifests(args) => cli::manifests::run(&args).map(|()| 0),
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(cli::serve::run(args)))
-            .map(|()| 0),
+        Command::Serve(args) => {
+            runtime().and_then(|rt| rt.block_on(cli::serve::run(args)).map(|()| 0))
+        }
+        Command::Audit(args) => runtime().and_then(|rt| rt.block_on(cli::audit::run(&args))),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -203,3 +203,97 @@ async fn a_binding_whose_role_the_cache_has_not_seen_is_judged_by_a_live_read() 
         .await;
     assert_eq!(out["response"]["allowed"], true, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_who_holds_cluster_wide_secrets_access() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(secrets_role("reader"));
+    fake.apply(binding("bob-reads", "reader", "bob"));
+    fake.apply(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                      "metadata": {"name": "cluster-admin"},
+                      "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
+    );
+    fake.apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                      "metadata": {"name": "cluster-admin"},
+                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}]}));
+    fake.apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                      "metadata": {"name": "exec"},
+                      "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]}));
+    fake.apply(binding("ci-exec", "exec", "ci"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).expect("write");
+
+    let path = kubeconfig.clone();
+    let run = move |format: &str| {
+        let out = common::bin()
+            .args(["audit", "--format", format])
+            .env("KUBECONFIG", &path)
+            .output()
+            .expect("audit");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = tokio::task::spawn_blocking(move || (run("json"), run("text")))
+        .await
+        .expect("join");
+    let (code_json, json_out) = code;
+    assert_eq!(code_json, Some(1), "bob holds Secrets access: {json_out}");
+    let v: Value = serde_json::from_str(&json_out).expect("json");
+    let subjects: Vec<(String, bool)> = v["subjects"]
+        .as_array()
+        .expect("subjects")
+        .iter()
+        .map(|s| {
+            (
+                s["subject"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                s["exempt"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            ("system:masters".into(), true),
+            ("bob".into(), false),
+            ("ci".into(), false)
+        ]
+    );
+    assert_eq!(
+        v["summary"],
+        json!({"secrets": 1, "exempt": 1, "indirect_only": 1})
+    );
+    let (_, text) = text;
+    assert!(
+        text.contains(
+            "User \"bob\"\n  Secrets: get, list through ClusterRoleBinding \"bob-reads\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("indirect route: exec into pods (pods/exec)"),
+        "{text}"
+    );
+
+    // The API server unreachable: exit 2 with the reason.
+    std::fs::write(
+        &kubeconfig,
+        fake.kubeconfig().replace(&fake.url, "http://127.0.0.1:9"),
+    )
+    .expect("write");
+    let out = common::bin()
+        .args(["audit"])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("audit");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot list ClusterRoles and ClusterRoleBindings"));
+}

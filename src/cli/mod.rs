@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check`, `certs`.
 
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod manifests;
@@ -33,6 +34,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Judge manifests offline; exit 0 clean, 1 deny-level findings, 2 input errors.
     Check(check::CheckArgs),
+    /// List every subject with cluster-wide Secrets access in the current cluster; exit 0 none
+    /// outside the exemptions, 1 some, 2 the cluster could not be read.
+    Audit(audit::AuditArgs),
     /// Write a development CA and serving certificate.
     Certs(certs::CertsArgs),
     /// Print the plain install (deploy/base with the serving Secret and caBundle) as YAML.

@@ -1,6 +1,39 @@
-//! All API-server I/O lives here: the watch-fed RBAC cache now; the tenancy reconciler, server-side
-//! apply and leases come with the rest of issue 3.
+//! All API-server I/O lives here: the watch-fed RBAC cache and one-off reads for `audit`. The
+//! tenancy reconciler, server-side apply and leases come with the rest of issue 3.
 
 pub mod rbac_cache;
 
+use k8s_openapi::api::rbac::v1 as rbacv1;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde::Serialize;
+
+use crate::rbac::{ClusterState, RbacObject};
+
 pub use rbac_cache::LiveState;
+
+/// The engine's model of a k8s-openapi object (off the hot path: once per watch event).
+pub(crate) fn to_engine<K: Serialize>(object: &K) -> Option<RbacObject> {
+    let value = serde_json::to_value(object).ok()?;
+    match RbacObject::from_value(&value) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping an RBAC object the engine cannot read");
+            None
+        }
+    }
+}
+
+/// The cluster's ClusterRoles and ClusterRoleBindings, listed once (for `audit`).
+pub async fn list_rbac(client: Client) -> Result<ClusterState, kube::Error> {
+    let mut state = ClusterState::new();
+    let roles = Api::<rbacv1::ClusterRole>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let bindings = Api::<rbacv1::ClusterRoleBinding>::all(client)
+        .list(&ListParams::default())
+        .await?;
+    state.extend(roles.items.iter().filter_map(to_engine));
+    state.extend(bindings.items.iter().filter_map(to_engine));
+    Ok(state)
+}

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::to_engine;
 use crate::admission::{Lookup, StateSource};
 use crate::rbac::{ClusterState, RbacKind, RbacObject};
 
@@ -114,18 +115,6 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher::watcher(api, config).default_backoff()
-}
-
-/// The engine's model of a k8s-openapi object (off the hot path: once per watch event).
-fn to_engine<K: Serialize>(object: &K) -> Option<RbacObject> {
-    let value = serde_json::to_value(object).ok()?;
-    match RbacObject::from_value(&value) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!(error = %e, "skipping an RBAC object the engine cannot read");
-            None
-        }
-    }
 }
 
 async fn forward<K, S>(kind: RbacKind, stream: S, tx: mpsc::Sender<Change>)

@@ -116,7 +116,7 @@ pub struct EvalOptions {
 }
 
 impl EvalOptions {
-    fn subject_exempt(&self, s: &Subject) -> bool {
+    pub fn subject_exempt(&self, s: &Subject) -> bool {
         self.exempt_subjects.iter().any(|p| p.matches(s))
     }
 

@@ -1,6 +1,7 @@
 //! The pure RBAC engine: no I/O, no async. Everything secretscope decides is decided here;
 //! admission handlers, the CLI and the cluster cache only translate to and from it.
 
+pub mod audit;
 pub mod azure;
 mod builtin;
 pub mod effective;
