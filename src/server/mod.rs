@@ -18,7 +18,7 @@ use axum_server::tls_rustls::RustlsAcceptor;
 use axum_server::Handle;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::admission::{Mutator, StateSource, Validator};
+use crate::admission::{AdmissionResponse, Mutator, ReviewError, StateSource, Validator, Verdict};
 use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
 
@@ -77,17 +77,9 @@ async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
             app.metrics
                 .observe(&verdict, app.validator.mode(), started.elapsed());
             verdict.log(app.validator.mode());
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                verdict.response.to_review_json(),
-            )
-                .into_response()
+            review_response(&verdict.response)
         }
-        Err(e) => {
-            app.metrics.observe_error(app.validator.mode());
-            tracing::warn!(error = %e, bytes = body.len(), "rejected a request that is not a usable AdmissionReview");
-            (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
-        }
+        Err(e) => bad_review(&app, &e, body.len()),
     }
 }
 
@@ -104,25 +96,29 @@ async fn mutate(State(app): State<Arc<App>>, body: Bytes) -> Response {
                     "labelled a new tenancy namespace"
                 );
             }
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                m.response.to_review_json(),
-            )
-                .into_response()
+            review_response(&m.response)
         }
-        Err(e) => {
-            app.metrics.observe_error(app.validator.mode());
-            tracing::warn!(error = %e, bytes = body.len(), "rejected a request that is not a usable AdmissionReview");
-            (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
-        }
+        Err(e) => bad_review(&app, &e, body.len()),
     }
 }
 
+fn review_response(response: &AdmissionResponse) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        response.to_review_json(),
+    )
+        .into_response()
+}
+
+/// 400 with the reason, for a body that is not a usable AdmissionReview.
+fn bad_review(app: &App, e: &ReviewError, bytes: usize) -> Response {
+    app.metrics.observe_error(app.validator.mode());
+    tracing::warn!(error = %e, bytes, "rejected a request that is not a usable AdmissionReview");
+    (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
+}
+
 /// The review, with one live lookup when a binding names a ClusterRole the state lacks.
-async fn review(
-    app: &App,
-    body: &[u8],
-) -> Result<crate::admission::Verdict, crate::admission::ReviewError> {
+async fn review(app: &App, body: &[u8]) -> Result<Verdict, ReviewError> {
     let mut verdict = app.validator.review(body)?;
     let Some(role) = verdict.missing_role.clone() else {
         return Ok(verdict);
