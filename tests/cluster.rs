@@ -46,46 +46,110 @@ async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> b
     }
 }
 
+async fn state_objects(wh: &Webhook) -> u64 {
+    let text = wh
+        .client()
+        .get(wh.metrics_url().expect("metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("secretscope_state_objects "))
+        .and_then(|v| v.parse().ok())
+        .expect("state_objects")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binding_aware_verdicts_follow_the_cluster_through_watch() {
+async fn the_cache_follows_the_cluster_and_reviews_make_no_api_calls() {
     let fake = FakeApiServer::start().await;
     fake.apply(secrets_role("reader"));
     fake.apply(binding("bob-reads", "reader", "bob"));
-    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &["--metrics-listen", "127.0.0.1:0"]);
     eventually("synced", Duration::from_secs(15), async || ready(&wh).await).await;
+    assert_eq!(state_objects(&wh).await, 2);
 
-    // Listed: reader is bound to bob, so a ClusterRole named reader with Secrets is denied;
-    // an unbound one is fine (bindings scope, not the strict fallback).
+    // Judged from the cache alone: a binding of a cached Secrets role, a bound Secrets role,
+    // a harmless role. Not one request reaches the API server for them.
+    let before = fake.requests.lock().map(|r| r.len()).unwrap_or_default();
+    let crb = binding("mallory-reads", "reader", "mallory");
+    let out = wh
+        .review(&review("CREATE", Some(&object(&crb.to_string())), None))
+        .await;
+    assert_eq!(out["response"]["allowed"], false);
     assert!(!role_allowed(&wh, "reader").await);
-    assert!(role_allowed(&wh, "unbound").await);
+    let harmless = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                          "metadata": {"name": "viewer"},
+                          "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]});
+    let out = wh
+        .review(&review(
+            "CREATE",
+            Some(&object(&harmless.to_string())),
+            None,
+        ))
+        .await;
+    assert_eq!(out["response"]["allowed"], true);
+    let after = fake.requests.lock().map(|r| r.len()).unwrap_or_default();
+    assert_eq!(
+        after,
+        before,
+        "{:?}",
+        fake.requests.lock().map(|r| r[before..].to_vec())
+    );
 
-    // Watched: a new binding makes the same review a denial, its deletion undoes it.
-    fake.apply(binding("eve-reads", "unbound", "eve"));
-    eventually("binding seen", Duration::from_secs(10), async || {
-        !role_allowed(&wh, "unbound").await
+    // Watched: adds and deletes reach the cache.
+    fake.apply(binding("eve-reads", "reader", "eve"));
+    eventually("add seen", Duration::from_secs(10), async || {
+        state_objects(&wh).await == 3
     })
     .await;
     fake.delete("clusterrolebindings", "eve-reads");
-    eventually("deletion seen", Duration::from_secs(10), async || {
-        role_allowed(&wh, "unbound").await
+    eventually("delete seen", Duration::from_secs(10), async || {
+        state_objects(&wh).await == 2
     })
     .await;
+}
 
-    // A binding review is judged against the watched ClusterRole.
-    fake.apply(secrets_role("later"));
-    let crb = binding("mallory-reads", "later", "mallory");
-    eventually("role seen", Duration::from_secs(10), async || {
-        let r = wh
-            .review(&review("CREATE", Some(&object(&crb.to_string())), None))
-            .await;
-        r["response"]["allowed"] == false
-    })
-    .await;
-    // Only list and watch: no API call per review.
-    assert!(fake.request_count("watch=") >= 2);
-    let lists = fake.request_count("clusterroles?")
-        - fake.request_count("clusterroles?allowWatchBookmarks");
-    assert!(lists <= 2, "{:?}", fake.requests.lock().map(|r| r.clone()));
+/// A binding written a moment ago, then a Secrets rule added to its role: the role's review
+/// must not be judged unbound because the binding has not reached the cache yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_verdict_on_a_secrets_role_is_confirmed_live() {
+    let fake = FakeApiServer::start().await;
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    eventually("synced", Duration::from_secs(15), async || ready(&wh).await).await;
+    fake.set_watch_delay(Duration::from_secs(30));
+    fake.apply(binding("eve-reads", "late", "eve"));
+
+    let body = review(
+        "UPDATE",
+        Some(&object(&secrets_role("late").to_string())),
+        Some(&object(&secrets_role("late").to_string())),
+    );
+    let out = wh.review(&body).await;
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    let msg = out["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains(r#"grants User "eve" cluster-wide read of Secrets (get, list) through ClusterRoleBinding "eve-reads""#), "{msg}");
+
+    // Really unbound: the live list confirms it and the role is admitted.
+    assert!(role_allowed(&wh, "nobody-binds-this").await);
+    // The list cannot be read: fail closed.
+    fake.fail_lists(1);
+    let out = wh
+        .review(&review(
+            "CREATE",
+            Some(&object(&secrets_role("unsure").to_string())),
+            None,
+        ))
+        .await;
+    assert_eq!(out["response"]["allowed"], false);
+    let msg = out["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains("could not be confirmed"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,6 +161,8 @@ async fn before_sync_it_is_not_ready_and_judges_strictly() {
     // No binding exists, but without a complete picture the webhook fails closed.
     assert!(!role_allowed(&wh, "unbound").await);
     eventually("synced", Duration::from_secs(15), async || ready(&wh).await).await;
+    // (Lists still take 3s here, longer than the live confirmation may: that would fail closed.)
+    fake.set_list_delay(Duration::ZERO);
     assert!(role_allowed(&wh, "unbound").await);
 }
 

@@ -9,10 +9,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::rbac::{ClusterRole, ClusterState};
+use crate::rbac::{ClusterRole, ClusterRoleBinding, ClusterState};
 
 /// A live lookup: `Ok(None)` when the object does not exist.
 pub type Lookup = Pin<Box<dyn Future<Output = Result<Option<ClusterRole>, String>> + Send>>;
+
+/// A live, consistent list of every ClusterRoleBinding.
+pub type BindingsLookup =
+    Pin<Box<dyn Future<Output = Result<Vec<ClusterRoleBinding>, String>> + Send>>;
 
 pub use mutate::{Mutation, Mutator};
 pub use review::{AdmissionResponse, ReviewError};
@@ -31,6 +35,13 @@ pub trait StateSource: Send + Sync + 'static {
     /// hold (yet: a role created a moment ago may not have reached a watch-fed cache). `None` when
     /// the source has no live side, as with fixed manifests.
     fn fetch_cluster_role(&self, _name: &str) -> Option<Lookup> {
+        None
+    }
+
+    /// Lists every ClusterRoleBinding from the source of truth, to confirm that a Secrets
+    /// ClusterRole the state shows unbound really is (a binding written a moment ago may not have
+    /// reached a watch-fed cache). `None` without a live side.
+    fn fetch_cluster_role_bindings(&self) -> Option<BindingsLookup> {
         None
     }
 }

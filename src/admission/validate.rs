@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::policy::{Mode, Policy};
 use crate::rbac::{
-    evaluate, BindingScope, ClusterRole, EvalOptions, Finding, RbacKind, RbacObject, Scope,
-    Severity, RBAC_GROUP,
+    evaluate, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Route, Scope, Severity,
+    RBAC_GROUP,
 };
 
 use super::review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError};
@@ -20,6 +20,9 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
     /// A ClusterRoleBinding's ClusterRole that the state does not hold: worth a live lookup.
     pub missing_role: Option<String>,
+    /// A ClusterRole with Secrets access that was admitted only because no binding of it is in
+    /// the state: worth confirming against a live list of bindings.
+    pub rests_on_no_bindings: bool,
 }
 
 pub struct Validator {
@@ -50,37 +53,39 @@ impl Validator {
     /// AdmissionReview (HTTP 400); everything else, bad objects included, gets a response.
     pub fn review(&self, body: &[u8]) -> Result<Verdict, ReviewError> {
         let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req, None))
+        Ok(self.decide(&req, Vec::new()))
     }
 
-    /// Reviews `body` again with `role` added to the state: the binding's ClusterRole, read live
-    /// after a cache miss. Clones the state, which is fine for this rare path.
-    pub fn review_with(&self, body: &[u8], role: ClusterRole) -> Result<Verdict, ReviewError> {
+    /// Reviews `body` again with `live` objects (read from the API server after a cache miss)
+    /// added to the state. Clones the state, which is fine for this rare path.
+    pub fn review_with(&self, body: &[u8], live: Vec<RbacObject>) -> Result<Verdict, ReviewError> {
         let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req, Some(role)))
+        Ok(self.decide(&req, live))
+    }
+
+    /// Denies (in enforce mode) a review whose verdict could not be confirmed live: fail closed.
+    pub fn deny_unconfirmed(&self, verdict: &mut Verdict, message: String) {
+        if self.policy.mode != Mode::Enforce {
+            verdict.response.warnings.push(message);
+            return;
+        }
+        let uid = verdict.response.uid.clone();
+        verdict.response = AdmissionResponse::deny(&uid, 403, message);
     }
 
     /// Denies a binding whose ClusterRole does not exist or cannot be read (fail closed): a
     /// binding is judged by its role, and a role created later could not be judged against a
     /// binding the cache has not seen yet.
     pub fn deny_missing_role(&self, verdict: &mut Verdict, role: &str, why: &str) {
-        if self.policy.mode != Mode::Enforce {
-            verdict.response.warnings.push(format!(
-                "secretscope: ClusterRole \"{role}\" {why}; this binding cannot be judged"
-            ));
-            return;
-        }
-        let uid = verdict.response.uid.clone();
-        verdict.response = AdmissionResponse::deny(
-            &uid,
-            403,
+        self.deny_unconfirmed(
+            verdict,
             format!(
                 "secretscope: ClusterRole \"{role}\" {why}; create the ClusterRole before binding it, so the binding can be judged by what it grants"
             ),
         );
     }
 
-    fn decide(&self, req: &AdmissionRequest<'_>, extra_role: Option<ClusterRole>) -> Verdict {
+    fn decide(&self, req: &AdmissionRequest<'_>, live: Vec<RbacObject>) -> Verdict {
         let uid = req.uid.as_ref();
         let mut verdict = Verdict {
             response: AdmissionResponse::allow(uid),
@@ -88,6 +93,7 @@ impl Validator {
             operation: req.operation,
             findings: Vec::new(),
             missing_role: None,
+            rests_on_no_bindings: false,
         };
         let kind = RbacKind::from_kind(&req.kind.kind).filter(|_| req.kind.group == RBAC_GROUP);
         let Some(kind) = kind else {
@@ -114,8 +120,8 @@ impl Validator {
             }
         };
         let mut state = self.state.snapshot();
-        if let Some(role) = extra_role {
-            Arc::make_mut(&mut state).insert(RbacObject::ClusterRole(role));
+        if !live.is_empty() {
+            Arc::make_mut(&mut state).extend(live);
         }
         let opts = if self.state.synced() {
             &self.policy.eval
@@ -176,6 +182,10 @@ impl Validator {
                 verdict.missing_role = Some(crb.role_ref.name.clone());
             }
         }
+        verdict.rests_on_no_bindings = matches!(new, RbacObject::ClusterRole(_))
+            && findings
+                .iter()
+                .any(|f| f.route == Route::Secrets && f.scope == Scope::Unbound);
         verdict.findings = findings;
         verdict
     }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::to_engine;
-use crate::admission::{Lookup, StateSource};
+use crate::admission::{BindingsLookup, Lookup, StateSource};
 use crate::rbac::{ClusterState, RbacKind, RbacObject};
 
 /// The kinds binding-aware verdicts need. Roles and RoleBindings never grant cluster-wide access,
@@ -73,6 +73,31 @@ impl StateSource for LiveState {
                 RbacObject::ClusterRole(cr) => Some(cr),
                 _ => None,
             }))
+        }))
+    }
+
+    fn fetch_cluster_role_bindings(&self) -> Option<BindingsLookup> {
+        let api = Api::<rbacv1::ClusterRoleBinding>::all(self.client.clone());
+        Some(Box::pin(async move {
+            // No resourceVersion: a consistent read, not the API server's possibly stale cache.
+            let list = tokio::time::timeout(
+                LOOKUP_TIMEOUT,
+                api.list(&kube::api::ListParams::default()),
+            )
+            .await
+            .map_err(|_| {
+                format!("the API server did not list ClusterRoleBindings within {LOOKUP_TIMEOUT:?}")
+            })?
+            .map_err(|e| format!("cannot list ClusterRoleBindings: {e}"))?;
+            Ok(list
+                .items
+                .iter()
+                .filter_map(to_engine)
+                .filter_map(|o| match o {
+                    RbacObject::ClusterRoleBinding(b) => Some(b),
+                    _ => None,
+                })
+                .collect())
         }))
     }
 }

@@ -19,6 +19,7 @@ use axum_server::Handle;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{AdmissionResponse, Mutator, ReviewError, StateSource, Validator, Verdict};
+use crate::rbac::RbacObject;
 use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
 
@@ -117,32 +118,54 @@ fn bad_review(app: &App, e: &ReviewError, bytes: usize) -> Response {
     (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
 }
 
-/// The review, with one live lookup when a binding names a ClusterRole the state lacks.
+/// The review, confirmed live where the cache may lag behind a write made a moment ago: a
+/// binding whose ClusterRole the cache lacks, and a Secrets ClusterRole the cache shows unbound.
+/// Anything that cannot be confirmed is denied (fail closed).
 async fn review(app: &App, body: &[u8]) -> Result<Verdict, ReviewError> {
     let mut verdict = app.validator.review(body)?;
-    let Some(role) = verdict.missing_role.clone() else {
-        return Ok(verdict);
-    };
-    let Some(lookup) = app.state.fetch_cluster_role(&role) else {
-        return Ok(verdict);
-    };
-    match lookup.await {
-        Ok(Some(cluster_role)) => app.validator.review_with(body, cluster_role),
-        Ok(None) => {
-            app.validator
-                .deny_missing_role(&mut verdict, &role, "does not exist");
-            Ok(verdict)
-        }
-        Err(why) => {
-            tracing::warn!(
-                role = role.as_str(),
-                error = why.as_str(),
-                "live ClusterRole lookup failed"
-            );
-            app.validator.deny_missing_role(&mut verdict, &role, &why);
-            Ok(verdict)
+    if let Some(role) = verdict.missing_role.clone() {
+        if let Some(lookup) = app.state.fetch_cluster_role(&role) {
+            match lookup.await {
+                Ok(Some(cr)) => {
+                    verdict = app
+                        .validator
+                        .review_with(body, vec![RbacObject::ClusterRole(cr)])?
+                }
+                Ok(None) => app
+                    .validator
+                    .deny_missing_role(&mut verdict, &role, "does not exist"),
+                Err(why) => {
+                    tracing::warn!(
+                        role = role.as_str(),
+                        error = why.as_str(),
+                        "live ClusterRole lookup failed"
+                    );
+                    app.validator.deny_missing_role(&mut verdict, &role, &why);
+                }
+            }
         }
     }
+    if verdict.rests_on_no_bindings {
+        if let Some(lookup) = app.state.fetch_cluster_role_bindings() {
+            match lookup.await {
+                Ok(bindings) => {
+                    let live = bindings
+                        .into_iter()
+                        .map(RbacObject::ClusterRoleBinding)
+                        .collect();
+                    verdict = app.validator.review_with(body, live)?;
+                }
+                Err(why) => {
+                    tracing::warn!(error = why.as_str(), "live ClusterRoleBinding list failed");
+                    app.validator.deny_unconfirmed(
+                        &mut verdict,
+                        format!("secretscope: this ClusterRole carries Secrets access, and that no ClusterRoleBinding grants it cluster-wide could not be confirmed: {why}"),
+                    );
+                }
+            }
+        }
+    }
+    Ok(verdict)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
