@@ -1,8 +1,9 @@
 //! secretscope: keeps Secrets access scoped to tenancy namespaces.
 //!
 //! Layout, inside out: [`rbac`] is the pure engine; [`policy`] turns configuration into engine
-//! options; [`admission`] translates AdmissionReviews to engine calls; [`manifest`] reads
-//! manifests for `check` and standalone state; [`server`] serves HTTPS; [`cli`] is the edge.
+//! options; [`tenancy`] plans what a tenancy namespace holds (also pure); [`admission`]
+//! translates AdmissionReviews to engine calls; [`cluster`] owns all API-server I/O; [`manifest`]
+//! reads manifests for `check` and standalone state; [`server`] serves HTTPS; [`cli`] is the edge.
 
 pub mod admission;
 pub mod cli;
@@ -11,3 +12,4 @@ pub mod manifest;
 pub mod policy;
 pub mod rbac;
 pub mod server;
+pub mod tenancy;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
         Command::Manifests(args) => cli::manifests::run(&args).map(|()| 0),
         Command::Serve(args) => {
-            runtime().and_then(|rt| rt.block_on(cli::serve::run(args)).map(|()| 0))
+            runtime().and_then(|rt| rt.block_on(cli::serve::run(*args)).map(|()| 0))
         }
         Command::Audit(args) => runtime().and_then(|rt| rt.block_on(cli::audit::run(&args))),
     };

@@ -36,6 +36,8 @@ pub struct Mutation {
     pub namespace: String,
     /// The tenant the namespace was labelled for, when a patch was returned.
     pub tenant: Option<String>,
+    /// A tenancy namespace, labelled now or already carrying the label: the reconciler's business.
+    pub tenancy: bool,
     pub dry_run: bool,
 }
 
@@ -55,6 +57,7 @@ impl Mutator {
             response: AdmissionResponse::allow(uid),
             namespace: String::new(),
             tenant: None,
+            tenancy: false,
             dry_run: req.dry_run.unwrap_or(false),
         };
         let is_namespace = req.kind.group.is_empty() && req.kind.kind == "Namespace";
@@ -69,6 +72,7 @@ impl Mutator {
         let Some(tenant) = self.policy.tenant_of(&ns.metadata.name, &labels) else {
             return Ok(out);
         };
+        out.tenancy = true;
         if !tenant.needs_label {
             return Ok(out);
         }

@@ -31,7 +31,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhook over HTTPS.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Judge manifests offline; exit 0 clean, 1 deny-level findings, 2 input errors.
     Check(check::CheckArgs),
     /// List every subject with cluster-wide Secrets access in the current cluster; exit 0 none

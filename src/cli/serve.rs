@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::admission::{Mutator, StateSource, StaticState, Validator};
-use crate::cluster::LiveState;
+use crate::cluster::{LeaseConfig, LiveState, ReconcilerHandle, TenancyNudge, TenancyReconciler};
 use crate::manifest;
 use crate::policy::Policy;
 use crate::rbac::ClusterState;
@@ -52,6 +52,30 @@ pub struct ServeArgs {
     /// Budget for reading and answering one request; slower clients get 408.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    #[command(flatten)]
+    pub reconciler: ReconcilerArgs,
+}
+
+/// The tenancy reconciler (cluster mode, when `tenancy.subjects` is set) and its Lease.
+#[derive(Debug, clap::Args)]
+pub struct ReconcilerArgs {
+    /// Namespace of the leader-election Lease (secretscope's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "secretscope")]
+    pub lease_namespace: String,
+    #[arg(long, default_value = "secretscope-reconciler")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease; defaults to the pod name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long the Lease stays valid without renewal: the longest a dead leader delays handover.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// The leader renews this long before the Lease expires.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub lease_grace: Duration,
+    /// secretscope's own ClusterRole, named in the fix a 403 Event suggests.
+    #[arg(long, default_value = "secretscope")]
+    pub own_cluster_role: String,
 }
 
 /// `250ms`, `10s`, `2m`.
@@ -88,6 +112,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
+    let mut client = None;
     let source: Arc<dyn StateSource> = if args.standalone {
         let state = standalone_state(&args.state).context("standalone state")?;
         tracing::info!(
@@ -98,18 +123,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(StaticState(Arc::new(state)))
     } else {
         // KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount.
-        let client = kube::Client::try_default()
+        let c = kube::Client::try_default()
             .await
             .context("cannot build a Kubernetes client (no kubeconfig or in-cluster config; use --standalone to run without a cluster)")?;
         tracing::info!(
             mode = policy.mode.as_str(),
             "cluster: watching ClusterRoles and ClusterRoleBindings"
         );
-        LiveState::start(client)
+        let live = LiveState::start(c.clone());
+        client = Some(c);
+        live
     };
     let policy = Arc::new(policy);
     let validator = Validator::new(policy.clone(), source.clone());
-    let app = Arc::new(App::new(validator, Mutator::new(policy), source));
+    let mut app = App::new(validator, Mutator::new(policy.clone()), source);
+    let reconciler = match client {
+        Some(client) if !policy.file.tenancy.subjects.is_empty() => {
+            let (nudge, nudges) = TenancyNudge::channel();
+            app.nudge = Some(nudge);
+            Some(start_reconciler(
+                client,
+                policy,
+                &app,
+                &args.reconciler,
+                nudges,
+            ))
+        }
+        Some(_) => {
+            tracing::info!("tenancy.subjects is empty: no Roles to manage, reconciler off");
+            None
+        }
+        None => None,
+    };
+    let app = Arc::new(app);
     let opts = ServeOptions {
         listen: args.listen,
         tls: TlsFiles {
@@ -122,7 +168,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         metrics_listen: args.metrics_listen,
     };
-    server::serve(opts, app).await
+    let served = server::serve(opts, app).await;
+    if let Some(reconciler) = reconciler {
+        reconciler.shutdown().await;
+    }
+    served
+}
+
+fn start_reconciler(
+    client: kube::Client,
+    policy: Arc<Policy>,
+    app: &App,
+    args: &ReconcilerArgs,
+    nudges: tokio::sync::mpsc::Receiver<String>,
+) -> ReconcilerHandle {
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "secretscope".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.clone(),
+        duration: args.lease_duration,
+        grace: args.lease_grace,
+    };
+    let ctx = TenancyReconciler::new(
+        client,
+        policy,
+        app.metrics.reconcile.clone(),
+        args.own_cluster_role.clone(),
+        identity,
+    );
+    ReconcilerHandle::spawn(Arc::new(ctx), lease, nudges)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! All API-server I/O lives here: the watch-fed RBAC cache and one-off reads for `audit`. The
-//! tenancy reconciler, server-side apply and leases come with the rest of issue 3.
+//! All API-server I/O lives here: the watch-fed RBAC cache, one-off reads for `audit`, the
+//! tenancy reconciler (server-side apply) and its leader election.
 
+pub mod leader;
 pub mod rbac_cache;
+pub mod tenancy;
 
 use k8s_openapi::api::rbac::v1 as rbacv1;
 use kube::api::ListParams;
@@ -10,7 +12,9 @@ use serde::Serialize;
 
 use crate::rbac::{ClusterState, RbacObject};
 
+pub use leader::LeaseConfig;
 pub use rbac_cache::LiveState;
+pub use tenancy::{ReconcileMetrics, ReconcilerHandle, TenancyNudge, TenancyReconciler};
 
 /// The engine's model of a k8s-openapi object (off the hot path: once per watch event).
 pub(crate) fn to_engine<K: Serialize>(object: &K) -> Option<RbacObject> {

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::admission::Verdict;
+use crate::cluster::ReconcileMetrics;
 use crate::policy::Mode;
 use crate::rbac::{Route, Severity};
 
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ReloadLabels, Counter>,
     mutations: Family<MutationLabels, Counter>,
+    /// The tenancy reconciler's outcomes (zero on replicas that never lead).
+    pub reconcile: ReconcileMetrics,
 }
 
 impl Default for Metrics {
@@ -112,9 +115,12 @@ impl Metrics {
             "Namespace CREATE reviews on /mutate, by result",
             mutations.clone(),
         );
+        let reconcile = ReconcileMetrics::default();
+        reconcile.register(&mut registry);
         Self {
             registry,
             mutations,
+            reconcile,
             reviews,
             review_seconds,
             findings,

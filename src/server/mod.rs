@@ -19,6 +19,7 @@ use axum_server::Handle;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{AdmissionResponse, Mutator, ReviewError, StateSource, Validator, Verdict};
+use crate::cluster::TenancyNudge;
 use crate::rbac::RbacObject;
 use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
@@ -42,6 +43,8 @@ pub struct App {
     pub mutator: Mutator,
     pub state: Arc<dyn StateSource>,
     pub metrics: Arc<Metrics>,
+    /// Set when a reconciler runs in this process.
+    pub nudge: Option<TenancyNudge>,
     shutting_down: AtomicBool,
 }
 
@@ -52,6 +55,7 @@ impl App {
             mutator,
             state,
             metrics: Arc::new(Metrics::new()),
+            nudge: None,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -88,6 +92,10 @@ async fn mutate(State(app): State<Arc<App>>, body: Bytes) -> Response {
     match app.mutator.review(&body) {
         Ok(m) => {
             app.metrics.observe_mutation(m.tenant.is_some());
+            // Dry-run requests have no side effects (sideEffects: NoneOnDryRun).
+            if let (true, false, Some(nudge)) = (m.tenancy, m.dry_run, &app.nudge) {
+                nudge.namespace_created(&m.namespace);
+            }
             if let Some(tenant) = &m.tenant {
                 tracing::info!(
                     uid = m.response.uid.as_str(),

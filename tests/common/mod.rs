@@ -185,6 +185,34 @@ impl Webhook {
         false
     }
 
+    /// The value of the first sample whose line starts with `prefix` (name and labels).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self
+            .client()
+            .get(self.metrics_url()?)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+    }
+
+    /// POSTs an AdmissionReview to `path` and returns the response review.
+    pub async fn post_review(&self, path: &str, body: &Value) -> Value {
+        let resp = self
+            .client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST review");
+        assert_eq!(resp.status(), 200, "status");
+        resp.json().await.expect("AdmissionReview JSON")
+    }
+
     pub async fn review(&self, body: &Value) -> Value {
         let resp = self
             .client()
@@ -294,6 +322,7 @@ pub fn review(operation: &str, new: Option<&Value>, old: Option<&Value>) -> Valu
         "ClusterRoleBinding" => "clusterrolebindings",
         "Role" => "roles",
         "RoleBinding" => "rolebindings",
+        "Namespace" => "namespaces",
         _ => "unknown",
     };
     let group = obj["apiVersion"]
