@@ -126,6 +126,53 @@ pub fn grant(policy: &Policy, namespace: &str, tenant: &str) -> Grant {
     }
 }
 
+/// A Role or RoleBinding that uses the managed role's name: allowed only in tenancy namespaces,
+/// so that nobody hands the managed Secrets access out anywhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedNameUse {
+    pub namespace: String,
+    /// `Role "x"` or `RoleBinding "y" (referencing Role "x")`, for the message.
+    pub what: String,
+}
+
+pub fn managed_name_use(
+    policy: &Policy,
+    object: &crate::rbac::RbacObject,
+) -> Option<ManagedNameUse> {
+    use crate::rbac::RbacObject;
+    let name = &policy.file.tenancy.role_name;
+    let (meta, what) = match object {
+        RbacObject::Role(r) if &r.metadata.name == name => {
+            (&r.metadata, format!("Role {:?}", r.metadata.name))
+        }
+        RbacObject::RoleBinding(b) if &b.role_ref.name == name => (
+            &b.metadata,
+            format!(
+                "RoleBinding {:?} (referencing {} {:?})",
+                b.metadata.name, b.role_ref.kind, b.role_ref.name
+            ),
+        ),
+        _ => return None,
+    };
+    Some(ManagedNameUse {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        what,
+    })
+}
+
+impl ManagedNameUse {
+    pub fn denial(&self, policy: &Policy, why: &str) -> String {
+        format!(
+            "secretscope: {} in namespace {:?} uses the name of the Secrets role secretscope manages ({:?}), which is allowed only in tenancy namespaces (name matching {:?} or label {:?}); {why}",
+            self.what,
+            self.namespace,
+            policy.file.tenancy.role_name,
+            policy.file.tenancy.name_pattern,
+            policy.file.tenancy.label
+        )
+    }
+}
+
 /// Which of the managed objects a refused write was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Managed {

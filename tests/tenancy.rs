@@ -420,3 +420,62 @@ async fn cluster_role_mode_binds_the_shared_cluster_role() {
         "no per-namespace Role"
     );
 }
+
+#[tokio::test]
+async fn the_managed_role_name_is_allowed_only_in_tenancy_namespaces() {
+    let fake = fake().await;
+    fake.create_namespace("labelled", &[("secretscope.io/tenant", "t")]);
+    fake.create_namespace("plain", &[]);
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    let binding = |ns: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "grab", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}]})
+    };
+    let allowed = |resp: Value| resp["response"]["allowed"] == true;
+    assert!(allowed(
+        wh.review(&review("CREATE", Some(&binding("labelled")), None))
+            .await
+    ));
+    let resp = wh
+        .review(&review("CREATE", Some(&binding("plain")), None))
+        .await;
+    assert!(!allowed(resp.clone()));
+    assert!(resp["response"]["status"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("this namespace is not one")));
+    let resp = wh
+        .review(&review("CREATE", Some(&binding("ghost")), None))
+        .await;
+    assert!(resp["response"]["status"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("the namespace does not exist")));
+    // By name pattern no lookup is needed.
+    let before = fake.request_count("GET namespaces/");
+    assert!(allowed(
+        wh.review(&review("CREATE", Some(&binding("az-x")), None))
+            .await
+    ));
+    assert_eq!(fake.request_count("GET namespaces/"), before);
+}
+
+#[tokio::test]
+async fn a_nudge_serves_a_new_namespace_even_when_the_watch_lags() {
+    let fake = fake().await;
+    let wh = start(&fake, POLICY, "replica-a");
+    eventually("leadership", Duration::from_secs(10), || leading(&wh)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fake.set_watch_delay(Duration::from_secs(30));
+    let resp = wh
+        .post_review("/mutate", &namespace_review("az-quick", false))
+        .await;
+    assert_eq!(resp["response"]["allowed"], true);
+    fake.create_namespace("az-quick", &[("secretscope.io/tenant", "quick")]);
+    eventually(
+        "grant within a second despite a 30 s watch lag",
+        Duration::from_secs(1),
+        || has_grant(&fake, "az-quick"),
+    )
+    .await;
+}

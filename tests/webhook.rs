@@ -595,3 +595,34 @@ async fn mutate_labels_new_tenancy_namespaces() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_managed_role_name_is_refused_outside_tenancy_namespaces() {
+    let wh = Webhook::start(STATE, "", &[]);
+    let binding = |ns: &str| {
+        object(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: grab, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: secretscope-secrets}}\nsubjects: [{{kind: ServiceAccount, name: app, namespace: {ns}}}]\n"
+        ))
+    };
+    let role = |ns: &str| {
+        object(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: secretscope-secrets, namespace: {ns}}}\nrules: [{{apiGroups: [\"\"], resources: [secrets], verbs: [get]}}]\n"
+        ))
+    };
+    for obj in [binding("payments"), role("payments")] {
+        let resp = wh.review(&review("CREATE", Some(&obj), None)).await;
+        let r = response(&resp);
+        assert_eq!(r["allowed"], false, "{resp}");
+        let msg = r["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("in namespace \"payments\" uses the name of the Secrets role secretscope manages (\"secretscope-secrets\")"),
+            "{msg}"
+        );
+        // Standalone: a namespace's labels cannot be read, so only the name pattern counts.
+        assert!(msg.contains("could not be confirmed"), "{msg}");
+    }
+    for obj in [binding("az-acme"), role("az-acme")] {
+        let resp = wh.review(&review("CREATE", Some(&obj), None)).await;
+        assert_eq!(response(&resp)["allowed"], true, "{resp}");
+    }
+}

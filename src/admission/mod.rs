@@ -5,6 +5,7 @@ pub mod mutate;
 pub mod review;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use crate::rbac::{ClusterRole, ClusterRoleBinding, ClusterState};
 
 /// A live lookup: `Ok(None)` when the object does not exist.
 pub type Lookup = Pin<Box<dyn Future<Output = Result<Option<ClusterRole>, String>> + Send>>;
+
+/// A live read of a Namespace's labels: `Ok(None)` when it does not exist.
+pub type NamespaceLookup =
+    Pin<Box<dyn Future<Output = Result<Option<BTreeMap<String, String>>, String>> + Send>>;
 
 /// A live, consistent list of every ClusterRoleBinding.
 pub type BindingsLookup =
@@ -42,6 +47,12 @@ pub trait StateSource: Send + Sync + 'static {
     /// ClusterRole the state shows unbound really is (a binding written a moment ago may not have
     /// reached a watch-fed cache). `None` without a live side.
     fn fetch_cluster_role_bindings(&self) -> Option<BindingsLookup> {
+        None
+    }
+
+    /// Reads a Namespace's labels, to tell whether it is a tenancy namespace by label. `None`
+    /// without a live side (the use of the managed role's name is then denied: fail closed).
+    fn fetch_namespace_labels(&self, _name: &str) -> Option<NamespaceLookup> {
         None
     }
 }

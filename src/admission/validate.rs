@@ -23,6 +23,9 @@ pub struct Verdict {
     /// A ClusterRole with Secrets access that was admitted only because no binding of it is in
     /// the state: worth confirming against a live list of bindings.
     pub rests_on_no_bindings: bool,
+    /// A Role/RoleBinding using the managed role's name in a namespace whose name does not make
+    /// it a tenancy namespace: admitted only if the namespace carries the tenancy label.
+    pub needs_tenancy_label: Option<crate::tenancy::ManagedNameUse>,
 }
 
 pub struct Validator {
@@ -73,6 +76,26 @@ impl Validator {
         verdict.response = AdmissionResponse::deny(&uid, 403, message);
     }
 
+    /// Settles a managed-name use once the namespace's labels are known (`None`: unknown).
+    pub fn judge_managed_name_use(
+        &self,
+        verdict: &mut Verdict,
+        labels: Result<Option<std::collections::BTreeMap<String, String>>, String>,
+    ) {
+        let Some(usage) = verdict.needs_tenancy_label.take() else {
+            return;
+        };
+        let why = match labels {
+            Ok(Some(labels)) if self.policy.tenant_of(&usage.namespace, &labels).is_some() => {
+                return
+            }
+            Ok(Some(_)) => "this namespace is not one".to_string(),
+            Ok(None) => "the namespace does not exist".to_string(),
+            Err(e) => format!("whether this namespace is one could not be confirmed ({e})"),
+        };
+        self.deny_unconfirmed(verdict, usage.denial(&self.policy, &why));
+    }
+
     /// Denies a binding whose ClusterRole does not exist or cannot be read (fail closed): a
     /// binding is judged by its role, and a role created later could not be judged against a
     /// binding the cache has not seen yet.
@@ -94,6 +117,7 @@ impl Validator {
             findings: Vec::new(),
             missing_role: None,
             rests_on_no_bindings: false,
+            needs_tenancy_label: None,
         };
         let kind = RbacKind::from_kind(&req.kind.kind).filter(|_| req.kind.group == RBAC_GROUP);
         let Some(kind) = kind else {
@@ -182,6 +206,8 @@ impl Validator {
                 verdict.missing_role = Some(crb.role_ref.name.clone());
             }
         }
+        verdict.needs_tenancy_label = crate::tenancy::managed_name_use(&self.policy, &new)
+            .filter(|u| !self.policy.tenant_pattern.is_match(&u.namespace));
         verdict.rests_on_no_bindings = matches!(new, RbacObject::ClusterRole(_))
             && findings
                 .iter()

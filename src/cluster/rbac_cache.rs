@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::to_engine;
-use crate::admission::{BindingsLookup, Lookup, StateSource};
+use crate::admission::{BindingsLookup, Lookup, NamespaceLookup, StateSource};
 use crate::rbac::{ClusterState, RbacKind, RbacObject};
 
 /// The kinds binding-aware verdicts need. Roles and RoleBindings never grant cluster-wide access,
@@ -73,6 +73,18 @@ impl StateSource for LiveState {
                 RbacObject::ClusterRole(cr) => Some(cr),
                 _ => None,
             }))
+        }))
+    }
+
+    fn fetch_namespace_labels(&self, name: &str) -> Option<NamespaceLookup> {
+        let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
+        let name = name.to_string();
+        Some(Box::pin(async move {
+            let ns = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(&name))
+                .await
+                .map_err(|_| format!("the API server did not answer within {LOOKUP_TIMEOUT:?}"))?
+                .map_err(|e| format!("cannot read the namespace: {e}"))?;
+            Ok(ns.map(|ns| ns.metadata.labels.unwrap_or_default()))
         }))
     }
 

@@ -153,6 +153,13 @@ async fn review(app: &App, body: &[u8]) -> Result<Verdict, ReviewError> {
             }
         }
     }
+    if let Some(usage) = verdict.needs_tenancy_label.clone() {
+        let labels = match app.state.fetch_namespace_labels(&usage.namespace) {
+            Some(lookup) => lookup.await,
+            None => Err("no live cluster to ask".to_string()),
+        };
+        app.validator.judge_managed_name_use(&mut verdict, labels);
+    }
     if verdict.rests_on_no_bindings {
         if let Some(lookup) = app.state.fetch_cluster_role_bindings() {
             match lookup.await {
