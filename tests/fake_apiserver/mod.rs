@@ -292,12 +292,12 @@ impl FakeApiServer {
 
     /// The stored object, if any.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = KINDS.iter().find(|k| k.resource == resource)?;
         let store = self.store.lock().expect("store");
         store
             .objects
-            .iter()
-            .find(|((r, ns, n), _)| *r == resource && ns == namespace && n == name)
-            .map(|(_, s)| s.object.clone())
+            .get(&(kind.resource, namespace.to_string(), name.to_string()))
+            .map(|s| s.object.clone())
     }
 
     /// Objects of `resource` (in every namespace).
@@ -309,6 +309,16 @@ impl FakeApiServer {
             .filter(|((r, _, _), _)| *r == resource)
             .map(|(_, s)| s.object.clone())
             .collect()
+    }
+
+    /// How many objects of `resource` exist (in every namespace).
+    pub fn count(&self, resource: &str) -> usize {
+        let store = self.store.lock().expect("store");
+        store
+            .objects
+            .keys()
+            .filter(|(r, _, _)| *r == resource)
+            .count()
     }
 
     /// Edits an object as another field manager would (`kubectl edit`), through `f`.

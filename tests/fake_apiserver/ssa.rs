@@ -182,6 +182,7 @@ pub fn update(old: &Value, ownership: &Ownership, new: &Value, manager: &str) ->
 }
 
 #[cfg(test)]
+#[allow(unused_imports)] // benches include this file without running its tests
 mod tests {
     use super::*;
     use serde_json::json;
