@@ -260,7 +260,10 @@ fn every_overlay_renders_passes_its_own_strict_check_and_is_valid() {
         assert!(c["readinessProbe"]["httpGet"]["path"] == "/readyz");
         // Each replica has its own Lease identity.
         assert_eq!(c["env"][0]["name"], "POD_NAME");
-        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+        assert_eq!(
+            c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
     }
 }
 
