@@ -231,15 +231,25 @@ async fn an_api_server_outage_delays_bootstraps_and_loses_none() {
         "etcdserver: request timed out",
         3,
     );
+    // A conflict (as from an apply racing another writer) is retried too.
+    fake.inject(
+        Method::PATCH,
+        "roles",
+        409,
+        "Operation cannot be fulfilled on roles.rbac.authorization.k8s.io \"secretscope-secrets\": the object has been modified",
+        1,
+    );
     fake.create_namespace("az-flaky", &[]);
-    eventually("grant after three 500s", Duration::from_secs(20), || {
-        has_grant(&fake, "az-flaky")
-    })
+    eventually(
+        "grant after a 409 and three 500s",
+        Duration::from_secs(20),
+        || has_grant(&fake, "az-flaky"),
+    )
     .await;
     assert!(
         wh.metric("secretscope_tenancy_reconciles_total{outcome=\"error\"}")
             .await
-            >= Some(3.0)
+            >= Some(4.0)
     );
 }
 
