@@ -21,8 +21,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/bodies.rs"]
 mod bodies;
+
+use args::{benchmarking, flag};
 
 const BASELINE_ENV: &str = "SECRETSCOPE_LOAD_BASELINE";
 
@@ -34,28 +38,19 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     Opts {
-        seconds: get("--seconds", 5),
-        rate: get("--rate", 2000),
-        connections: get("--connections", 4) as usize,
-        in_flight: get("--in-flight", 8) as usize,
+        seconds: flag("--seconds", 5),
+        rate: flag("--rate", 2000),
+        connections: flag("--connections", 4) as usize,
+        in_flight: flag("--in-flight", 8) as usize,
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; `cargo test --benches` would run us with no such flag.
     if std::env::var(BASELINE_ENV).is_ok() {
         return baseline_server();
     }
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarking() {
         return Ok(());
     }
     let o = opts();

@@ -13,8 +13,12 @@
 //! `--api-latency-ms N` adds N ms to every API request (a remote API server); default 0.
 //! `cargo bench --bench tenancy` (add `-- --namespaces 200 --backfill 2000 --api-latency-ms 2`).
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "../tests/fake_apiserver/mod.rs"]
 mod fake_apiserver;
+
+use args::{benchmarking, flag};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -38,19 +42,11 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     Opts {
-        namespaces: get("--namespaces", 200),
-        backfill: get("--backfill", 2000),
-        rbac_objects: get("--rbac-objects", 10_000),
-        api_latency: Duration::from_millis(get("--api-latency-ms", 0)),
+        namespaces: flag("--namespaces", 200),
+        backfill: flag("--backfill", 2000),
+        rbac_objects: flag("--rbac-objects", 10_000),
+        api_latency: Duration::from_millis(flag("--api-latency-ms", 0)),
     }
 }
 
@@ -343,8 +339,7 @@ async fn cache_memory(o: &Opts) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs us without it: nothing to do.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarking() {
         return Ok(());
     }
     let o = opts();

@@ -47,19 +47,8 @@ async fn eventually(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> b
 }
 
 async fn state_objects(wh: &Webhook) -> u64 {
-    let text = wh
-        .client()
-        .get(wh.metrics_url().expect("metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("secretscope_state_objects "))
-        .and_then(|v| v.parse().ok())
-        .expect("state_objects")
+    let objects = wh.metric("secretscope_state_objects ").await;
+    objects.expect("secretscope_state_objects") as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,8 +206,13 @@ impl Validator {
                 verdict.missing_role = Some(crb.role_ref.name.clone());
             }
         }
-        verdict.needs_tenancy_label = crate::tenancy::managed_name_use(&self.policy, &new)
-            .filter(|u| !self.policy.tenant_pattern.is_match(&u.namespace));
+        // A tenancy namespace by name needs no lookup; by label, the server reads its labels.
+        verdict.needs_tenancy_label =
+            crate::tenancy::managed_name_use(&self.policy, &new).filter(|u| {
+                self.policy
+                    .tenant_of(&u.namespace, &Default::default())
+                    .is_none()
+            });
         verdict.rests_on_no_bindings = matches!(new, RbacObject::ClusterRole(_))
             && findings
                 .iter()

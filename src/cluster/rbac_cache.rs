@@ -48,6 +48,20 @@ pub struct LiveState {
 /// A cache-miss lookup must not hold a review past the API server's webhook timeout (5s).
 const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// One live read for a review, bounded by [`LOOKUP_TIMEOUT`]; errors say `what` failed.
+async fn live<T>(
+    what: &str,
+    read: impl std::future::Future<Output = kube::Result<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, read).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!(
+            "{what}: the API server did not answer within {LOOKUP_TIMEOUT:?}"
+        )),
+    }
+}
+
 impl StateSource for LiveState {
     fn snapshot(&self) -> Arc<ClusterState> {
         self.current.load_full()
@@ -63,12 +77,7 @@ impl StateSource for LiveState {
         let api = Api::<rbacv1::ClusterRole>::all(self.client.clone());
         let name = name.to_string();
         Some(Box::pin(async move {
-            let got = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(&name))
-                .await
-                .map_err(|_| {
-                    format!("could not be read from the API server within {LOOKUP_TIMEOUT:?}")
-                })?
-                .map_err(|e| format!("could not be read from the API server: {e}"))?;
+            let got = live("could not be read from the API server", api.get_opt(&name)).await?;
             Ok(got.as_ref().and_then(to_engine).and_then(|o| match o {
                 RbacObject::ClusterRole(cr) => Some(cr),
                 _ => None,
@@ -80,10 +89,7 @@ impl StateSource for LiveState {
         let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
         let name = name.to_string();
         Some(Box::pin(async move {
-            let ns = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(&name))
-                .await
-                .map_err(|_| format!("the API server did not answer within {LOOKUP_TIMEOUT:?}"))?
-                .map_err(|e| format!("cannot read the namespace: {e}"))?;
+            let ns = live("cannot read the namespace", api.get_opt(&name)).await?;
             Ok(ns.map(|ns| ns.metadata.labels.unwrap_or_default()))
         }))
     }
@@ -92,15 +98,11 @@ impl StateSource for LiveState {
         let api = Api::<rbacv1::ClusterRoleBinding>::all(self.client.clone());
         Some(Box::pin(async move {
             // No resourceVersion: a consistent read, not the API server's possibly stale cache.
-            let list = tokio::time::timeout(
-                LOOKUP_TIMEOUT,
+            let list = live(
+                "cannot list ClusterRoleBindings",
                 api.list(&kube::api::ListParams::default()),
             )
-            .await
-            .map_err(|_| {
-                format!("the API server did not list ClusterRoleBindings within {LOOKUP_TIMEOUT:?}")
-            })?
-            .map_err(|e| format!("cannot list ClusterRoleBindings: {e}"))?;
+            .await?;
             Ok(list
                 .items
                 .iter()

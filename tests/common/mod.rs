@@ -214,15 +214,7 @@ impl Webhook {
     }
 
     pub async fn review(&self, body: &Value) -> Value {
-        let resp = self
-            .client()
-            .post(self.url("/validate"))
-            .json(body)
-            .send()
-            .await
-            .expect("POST /validate");
-        assert_eq!(resp.status(), 200, "status");
-        resp.json().await.expect("AdmissionReview JSON")
+        self.post_review("/validate", body).await
     }
 }
 

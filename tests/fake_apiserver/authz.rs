@@ -27,16 +27,6 @@ pub struct Authorizer {
     namespaced: Vec<(String, PolicyRule)>,
 }
 
-/// One request as the authorizer sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Attributes<'a> {
-    pub verb: &'a str,
-    pub group: &'a str,
-    pub resource: &'a str,
-    pub namespace: &'a str,
-    pub name: &'a str,
-}
-
 impl Authorizer {
     /// The permissions that `objects` (RBAC manifests, e.g. deploy/base/rbac.yaml) give the
     /// ServiceAccount `namespace/name`.
@@ -94,30 +84,30 @@ impl Authorizer {
         }
     }
 
-    pub fn allows(&self, a: Attributes<'_>) -> bool {
-        let req = ResourceRequest::new(a.verb, a.group, a.resource).named(a.name);
-        self.cluster.iter().any(|r| rule_allows(r, &req))
+    /// Whether `req` is allowed in `namespace` ("" for cluster-scoped requests).
+    pub fn allows(&self, req: &ResourceRequest<'_>, namespace: &str) -> bool {
+        self.cluster.iter().any(|r| rule_allows(r, req))
             || self
                 .namespaced
                 .iter()
-                .any(|(ns, r)| ns == a.namespace && rule_allows(r, &req))
+                .any(|(ns, r)| ns == namespace && rule_allows(r, req))
     }
 
     /// The API server's message for a request RBAC refuses.
-    pub fn forbidden_message(&self, a: Attributes<'_>) -> String {
-        let group_resource = if a.group.is_empty() {
-            a.resource.to_string()
+    pub fn forbidden_message(&self, req: &ResourceRequest<'_>, namespace: &str) -> String {
+        let group_resource = if req.api_group.is_empty() {
+            req.resource.to_string()
         } else {
-            format!("{}.{}", a.resource, a.group)
+            format!("{}.{}", req.resource, req.api_group)
         };
-        let scope = if a.namespace.is_empty() {
+        let scope = if namespace.is_empty() {
             "at the cluster scope".to_string()
         } else {
-            format!("in the namespace \"{}\"", a.namespace)
+            format!("in the namespace \"{namespace}\"")
         };
         format!(
             "{group_resource} \"{}\" is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
-            a.name, self.user, a.verb, a.resource, a.group
+            req.name, self.user, req.verb, req.resource, req.api_group
         )
     }
 
@@ -129,13 +119,7 @@ impl Authorizer {
                 rule.verbs.iter().any(|verb| {
                     rule.api_groups.iter().any(|group| {
                         rule.resources.iter().any(|resource| {
-                            !self.allows(Attributes {
-                                verb,
-                                group,
-                                resource,
-                                namespace,
-                                name: "",
-                            })
+                            !self.allows(&ResourceRequest::new(verb, group, resource), namespace)
                         })
                     })
                 })

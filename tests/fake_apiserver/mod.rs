@@ -51,6 +51,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use secretscope::rbac::rule::ResourceRequest;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -682,21 +683,34 @@ async fn handle(
         return denied;
     }
 
+    // Decoded once here: the label selector of collection reads, the body of writes.
+    let selector = match Selector::parse(q.get("labelSelector").map_or("", String::as_str)) {
+        Ok(s) => s,
+        Err(e) => return status(400, "BadRequest", &e),
+    };
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return status(400, "BadRequest", &format!("cannot decode body: {e}")),
+        }
+    } else {
+        Value::Null
+    };
     match (method, target.name) {
-        (Method::GET, None) if watching => watch(fake, kind, target.namespace, &q),
-        (Method::GET, None) => list(fake, kind, target.namespace, &q).await,
+        (Method::GET, None) if watching => watch(fake, kind, target.namespace, selector, &q),
+        (Method::GET, None) => list(fake, kind, target.namespace, selector).await,
         (Method::GET, Some(name)) => match fake.get(kind.resource, &ns, &name) {
             Some(o) => axum::Json(o).into_response(),
             None => not_found(kind, &name),
         },
-        (Method::POST, None) => create(fake, kind, &ns, &q, &body),
-        (Method::PUT, Some(name)) => replace(fake, kind, &ns, &name, &q, &body),
+        (Method::POST, None) => create(fake, kind, &ns, &q, body),
+        (Method::PUT, Some(name)) => replace(fake, kind, &ns, &name, &q, body),
         (Method::PATCH, Some(name)) => {
             let content_type = headers
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            patch(fake, kind, &ns, &name, content_type, &q, &body)
+            patch(fake, kind, &ns, &name, content_type, &q, body)
         }
         (Method::DELETE, Some(name)) => {
             let mut store = fake.store.lock().expect("store");
@@ -714,14 +728,9 @@ impl FakeApiServer {
     fn check(&self, verb: &str, kind: &Kind, namespace: &str, name: &str) -> Option<Response> {
         let guard = self.authorizer.lock().expect("authorizer");
         let authz = guard.as_ref()?;
-        let attrs = authz::Attributes {
-            verb,
-            group: kind.group,
-            resource: kind.resource,
-            namespace,
-            name,
-        };
-        (!authz.allows(attrs)).then(|| status(403, "Forbidden", &authz.forbidden_message(attrs)))
+        let req = ResourceRequest::new(verb, kind.group, kind.resource).named(name);
+        (!authz.allows(&req, namespace))
+            .then(|| status(403, "Forbidden", &authz.forbidden_message(&req, namespace)))
     }
 
     /// Escalation prevention for a Role or RoleBinding about to be written.
@@ -752,13 +761,10 @@ impl FakeApiServer {
             }
             _ => return None,
         };
-        let allowed_by_verb = authz.allows(authz::Attributes {
-            verb: exempt_verb,
-            group: RBAC,
-            resource,
+        let allowed_by_verb = authz.allows(
+            &ResourceRequest::new(exempt_verb, RBAC, resource).named(&target),
             namespace,
-            name: &target,
-        });
+        );
         let missing = authz.missing(namespace, &rules);
         (!allowed_by_verb && !missing.is_empty()).then(|| {
             status(
@@ -793,22 +799,13 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| status(400, "BadRequest", &format!("cannot decode body: {e}")))
-}
-
 fn create(
     fake: FakeApiServer,
     kind: &'static Kind,
     ns: &str,
     q: &HashMap<String, String>,
-    body: &Bytes,
+    mut object: Value,
 ) -> Response {
-    let mut object = match parse_body(body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
     let Some(name) = object["metadata"]["name"].as_str().map(String::from) else {
         return status(422, "Invalid", "metadata.name: Required value");
     };
@@ -846,12 +843,8 @@ fn replace(
     ns: &str,
     name: &str,
     q: &HashMap<String, String>,
-    body: &Bytes,
+    object: Value,
 ) -> Response {
-    let object = match parse_body(body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
     if let Some(r) = fake.check_escalation(kind, ns, &object) {
         return r;
     }
@@ -883,12 +876,8 @@ fn patch(
     name: &str,
     content_type: &str,
     q: &HashMap<String, String>,
-    body: &Bytes,
+    patch: Value,
 ) -> Response {
-    let patch = match parse_body(body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
     let key = (kind.resource, ns.to_string(), name.to_string());
     let existing = {
         let store = fake.store.lock().expect("store");
@@ -1008,21 +997,12 @@ fn patch(
     (code, axum::Json(stored)).into_response()
 }
 
-fn selector_of(q: &HashMap<String, String>) -> Result<Selector, Response> {
-    Selector::parse(q.get("labelSelector").map_or("", String::as_str))
-        .map_err(|e| status(400, "BadRequest", &e))
-}
-
 async fn list(
     fake: FakeApiServer,
     kind: &'static Kind,
     namespace: Option<String>,
-    q: &HashMap<String, String>,
+    selector: Selector,
 ) -> Response {
-    let selector = match selector_of(q) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let (delay, fail) = {
         let mut f = fake.faults.lock().expect("faults");
         let fail = f.failing_lists > 0;
@@ -1059,12 +1039,9 @@ fn watch(
     fake: FakeApiServer,
     kind: &'static Kind,
     namespace: Option<String>,
+    selector: Selector,
     q: &HashMap<String, String>,
 ) -> Response {
-    let selector = match selector_of(q) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let from: u64 = q
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
