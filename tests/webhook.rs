@@ -326,7 +326,11 @@ fn futures_stream(
 
 #[test]
 fn sigterm_shuts_down_gracefully() {
-    let mut wh = Webhook::start(STATE, "", &["--shutdown-grace", "2s"]);
+    let mut wh = Webhook::start(
+        STATE,
+        "",
+        &["--shutdown-delay", "1s", "--shutdown-grace", "2s"],
+    );
     let pid = wh.child.id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])

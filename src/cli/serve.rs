@@ -12,6 +12,7 @@ use crate::cluster::{LeaseConfig, LiveState, ReconcilerHandle, TenancyNudge, Ten
 use crate::manifest;
 use crate::policy::Policy;
 use crate::rbac::ClusterState;
+use crate::server::conn::Limits;
 use crate::server::tls::TlsFiles;
 use crate::server::{self, App, ServeOptions};
 
@@ -46,12 +47,35 @@ pub struct ServeArgs {
     /// Plain-HTTP address for Prometheus `/metrics` (e.g. 0.0.0.0:9090); off when unset.
     #[arg(long, env = "SECRETSCOPE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Time to drain connections after SIGTERM.
+    /// After SIGTERM, keep accepting and serving this long (with /readyz failing) before
+    /// draining: the API server keeps sending here until the endpoint's removal reaches it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Time to drain connections after the shutdown delay; then the process exits.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Budget for reading and answering one request; slower clients get 408.
+    /// Budget for reading and answering one request (head, body, handler); slower clients get 408.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// HTTP/1.1: from a request's first byte to its complete head; the connection is closed
+    /// past it. Also bounds the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight this long is closed (HTTP/1.1) or sent GOAWAY
+    /// (HTTP/2). Keep it above the API server's 90s idle timeout for pooled connections, so the
+    /// client always closes an idle HTTP/1.1 connection first.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open webhook connections at most; more are closed right after accept.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A review not judged within this (queue, judging, live lookups) is denied (fail closed).
+    /// Below the webhooks' timeoutSeconds (5s), with room for the network.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub review_deadline: Duration,
+    /// Reviews judged at once; defaults to the number of CPUs.
+    #[arg(long)]
+    pub judges: Option<usize>,
     #[command(flatten)]
     pub reconciler: ReconcilerArgs,
 }
@@ -136,7 +160,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let policy = Arc::new(policy);
     let validator = Validator::new(policy.clone(), source.clone());
-    let mut app = App::new(validator, Mutator::new(policy.clone()), source);
+    let mut app = App::new(validator, Mutator::new(policy.clone()), source).with_judging(
+        args.review_deadline,
+        args.judges.unwrap_or_else(server::default_judges),
+    );
     let reconciler = match client {
         Some(client) if !policy.file.tenancy.subjects.is_empty() => {
             let (nudge, nudges) = TenancyNudge::channel();
@@ -165,8 +192,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         tls_reload_interval: args.tls_reload_interval,
         request_timeout: args.request_timeout,
+        shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
         metrics_listen: args.metrics_listen,
+        limits: Limits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+        },
     };
     let served = server::serve(opts, app).await;
     if let Some(reconciler) = reconciler {

@@ -55,6 +55,12 @@ pub struct Metrics {
     mutations: Family<MutationLabels, Counter>,
     /// The tenancy reconciler's outcomes (zero on replicas that never lead).
     pub reconcile: ReconcileMetrics,
+    /// Webhook (HTTPS) connections open now, TLS handshakes included.
+    pub open_connections: Gauge,
+    /// Connections closed right after accept because `--max-connections` were open.
+    pub connections_rejected: Counter,
+    /// Reviews answered at `--review-deadline` without a judgement (denied, fail closed).
+    pub review_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -117,7 +123,28 @@ impl Metrics {
         );
         let reconcile = ReconcileMetrics::default();
         reconcile.register(&mut registry);
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Webhook connections open now (TLS handshakes included); capped by --max-connections",
+            open_connections.clone(),
+        );
+        let connections_rejected = Counter::default();
+        registry.register(
+            "connections_rejected",
+            "Webhook connections closed right after accept because --max-connections were open",
+            connections_rejected.clone(),
+        );
+        let review_timeouts = Counter::default();
+        registry.register(
+            "review_timeouts",
+            "Reviews not judged within --review-deadline: denied on /validate (fail closed), admitted unlabelled on /mutate",
+            review_timeouts.clone(),
+        );
         Self {
+            open_connections,
+            connections_rejected,
+            review_timeouts,
             registry,
             mutations,
             reconcile,
@@ -171,6 +198,18 @@ impl Metrics {
                 kind: "unknown".into(),
                 operation: "unknown".into(),
                 verdict: "error",
+                mode: mode.as_str(),
+            })
+            .inc();
+    }
+
+    /// A review denied at the deadline, without a judgement: counted as denied.
+    pub fn observe_unjudged(&self, kind: &'static str, operation: &'static str, mode: Mode) {
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                kind: kind.to_string(),
+                operation: operation.to_string(),
+                verdict: "denied",
                 mode: mode.as_str(),
             })
             .inc();

@@ -1,12 +1,15 @@
 //! HTTPS for the webhooks: axum on rustls, HTTP/1.1 and h2, `/validate`, `/healthz`, `/readyz`.
+//! Connections are accepted and bounded in [`conn`]; judging runs on the blocking pool, a few at a
+//! time, with a deadline.
 
+pub mod conn;
 pub mod metrics;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -14,13 +17,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use axum_server::tls_rustls::RustlsAcceptor;
-use axum_server::Handle;
+use serde::Deserialize;
+use tokio::sync::{watch, Semaphore};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::admission::review::Operation;
 use crate::admission::{AdmissionResponse, Mutator, ReviewError, StateSource, Validator, Verdict};
 use crate::cluster::TenancyNudge;
 use crate::rbac::RbacObject;
+use conn::{Limits, Phase};
 use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
 
@@ -33,9 +38,13 @@ pub struct ServeOptions {
     pub tls_reload_interval: Duration,
     /// Whole-request budget (headers and body); slower clients get 408.
     pub request_timeout: Duration,
+    /// After SIGTERM: keep accepting and serving this long (with `/readyz` failing) before
+    /// draining, so the API server stops sending here before the listener closes.
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     /// Plain-HTTP listener for `/metrics`; none when unset.
     pub metrics_listen: Option<SocketAddr>,
+    pub limits: Limits,
 }
 
 pub struct App {
@@ -45,7 +54,19 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Set when a reconciler runs in this process.
     pub nudge: Option<TenancyNudge>,
-    shutting_down: AtomicBool,
+    shutting_down: Arc<AtomicBool>,
+    /// Reviews being judged at once (on the blocking pool).
+    judges: Arc<Semaphore>,
+    review_deadline: Duration,
+}
+
+/// A review is answered within this by default: below the webhooks' `timeoutSeconds: 5`, with
+/// room for the network.
+pub const DEFAULT_REVIEW_DEADLINE: Duration = Duration::from_secs(3);
+
+/// One judge per core: judging is CPU work, more at once only queues in the kernel.
+pub fn default_judges() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl App {
@@ -56,9 +77,144 @@ impl App {
             state,
             metrics: Arc::new(Metrics::new()),
             nudge: None,
-            shutting_down: AtomicBool::new(false),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            judges: Arc::new(Semaphore::new(default_judges())),
+            review_deadline: DEFAULT_REVIEW_DEADLINE,
         }
     }
+
+    /// How long a review may take (queueing for a judge, judging, live lookups) before it is
+    /// answered without a judgement, and how many are judged at once.
+    pub fn with_judging(mut self, deadline: Duration, judges: usize) -> Self {
+        self.review_deadline = deadline;
+        self.judges = Arc::new(Semaphore::new(judges.max(1)));
+        self
+    }
+}
+
+/// Runs synchronous judging on the blocking pool once a judge is free. When the caller gives up
+/// (the review deadline), the closure still runs to its end holding the judge, so abandoned work
+/// cannot pile up beyond the judge count.
+async fn judge<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&App) -> T + Send + 'static,
+) -> Result<T, Overdue> {
+    let permit = app
+        .judges
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Overdue::Failed)?;
+    let app = app.clone();
+    match tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&app)
+    })
+    .await
+    {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            tracing::error!(error = %e, "judging panicked");
+            Err(Overdue::Failed)
+        }
+    }
+}
+
+/// A review answered without a judgement.
+#[derive(Debug)]
+enum Overdue {
+    /// Past `--review-deadline`.
+    Deadline,
+    /// The judging task failed (a panic): treated like a timeout, fail closed.
+    Failed,
+}
+
+/// The envelope fields a response and a log line need, for a review that was not judged.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    request: Option<PeekRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PeekRequest<'a> {
+    #[serde(borrow, default)]
+    uid: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Option<PeekKind<'a>>,
+    #[serde(default)]
+    operation: Option<Operation>,
+}
+
+#[derive(Deserialize)]
+struct PeekKind<'a> {
+    #[serde(borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+fn deadline_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The answer to a review that was not judged in time: `/validate` denies (fail closed: an
+/// unjudged RBAC write is refused, as the API server's own timeout with `failurePolicy: Fail`
+/// would refuse it, only sooner and with a reason); `/mutate` admits unlabelled, as its
+/// `failurePolicy: Ignore` would.
+fn unjudged(app: &App, body: &[u8], why: Overdue, validate: bool) -> Response {
+    // Decoded only on this rare path; a body that is not even an envelope gets an empty uid.
+    let peek = serde_json::from_slice::<Peek<'_>>(body)
+        .ok()
+        .and_then(|p| p.request);
+    let uid = peek.as_ref().map_or("", |r| r.uid.as_ref());
+    let kind = peek
+        .as_ref()
+        .and_then(|r| r.kind.as_ref())
+        .and_then(|k| crate::rbac::RbacKind::from_kind(&k.kind))
+        .map_or("unknown", |k| k.as_str());
+    let operation = peek.as_ref().and_then(|r| r.operation);
+    let deadline = deadline_text(app.review_deadline);
+    let what = match why {
+        Overdue::Deadline => {
+            app.metrics.review_timeouts.inc();
+            format!("took longer than {deadline} to judge")
+        }
+        Overdue::Failed => "could not be judged (internal error)".to_string(),
+    };
+    let response = if validate {
+        app.metrics.observe_unjudged(
+            kind,
+            operation.map_or("unknown", |o| o.as_str()),
+            app.validator.mode(),
+        );
+        tracing::warn!(
+            uid,
+            kind,
+            operation = operation.map_or("unknown", |o| o.as_str()),
+            deadline = deadline.as_str(),
+            "review not judged in time; denied (fail closed)"
+        );
+        AdmissionResponse::deny(
+            uid,
+            500,
+            format!("secretscope: this review {what} and was denied (fail closed); the webhook is overloaded or the RBAC objects this one is connected to are too many to judge in time. Retry; if it persists, see secretscope_review_timeouts_total and the webhook's logs"),
+        )
+    } else {
+        tracing::warn!(
+            uid,
+            deadline = deadline.as_str(),
+            "namespace review not judged in time; admitted unlabelled"
+        );
+        let mut r = AdmissionResponse::allow(uid);
+        r.warnings.push(format!(
+            "secretscope: this namespace review {what} and was admitted without the tenancy label"
+        ));
+        r
+    };
+    review_response(&response)
 }
 
 pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
@@ -76,20 +232,39 @@ pub fn router(app: Arc<App>, request_timeout: Duration) -> Router {
 }
 
 async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let started = std::time::Instant::now();
-    match review(&app, &body).await {
+    let started = Instant::now();
+    let judged = tokio::time::timeout_at(
+        (started + app.review_deadline).into(),
+        review(&app, body.clone()),
+    )
+    .await
+    .unwrap_or(Err(Overdue::Deadline.into()));
+    match judged {
+        Err(Unjudged::Overdue(why)) => unjudged(&app, &body, why, true),
+        Err(Unjudged::Review(e)) => bad_review(&app, &e, body.len()),
         Ok(verdict) => {
             app.metrics
                 .observe(&verdict, app.validator.mode(), started.elapsed());
             verdict.log(app.validator.mode());
             review_response(&verdict.response)
         }
-        Err(e) => bad_review(&app, &e, body.len()),
     }
 }
 
 async fn mutate(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    match app.mutator.review(&body) {
+    let started = Instant::now();
+    let work = body.clone();
+    let judged = tokio::time::timeout_at(
+        (started + app.review_deadline).into(),
+        judge(&app, move |app| app.mutator.review(&work)),
+    )
+    .await
+    .unwrap_or(Err(Overdue::Deadline));
+    let reviewed = match judged {
+        Ok(r) => r,
+        Err(why) => return unjudged(&app, &body, why, false),
+    };
+    match reviewed {
         Ok(m) => {
             app.metrics.observe_mutation(m.tenant.is_some());
             // Dry-run requests have no side effects (sideEffects: NoneOnDryRun).
@@ -129,15 +304,19 @@ fn bad_review(app: &App, e: &ReviewError, bytes: usize) -> Response {
 /// The review, confirmed live where the cache may lag behind a write made a moment ago: a
 /// binding whose ClusterRole the cache lacks, and a Secrets ClusterRole the cache shows unbound.
 /// Anything that cannot be confirmed is denied (fail closed).
-async fn review(app: &App, body: &[u8]) -> Result<Verdict, ReviewError> {
-    let mut verdict = app.validator.review(body)?;
+async fn review(app: &Arc<App>, body: Bytes) -> Result<Verdict, Unjudged> {
+    let b = body.clone();
+    let mut verdict = judge(app, move |app| app.validator.review(&b)).await??;
     if let Some(role) = verdict.missing_role.clone() {
         if let Some(lookup) = app.state.fetch_cluster_role(&role) {
             match lookup.await {
                 Ok(Some(cr)) => {
-                    verdict = app
-                        .validator
-                        .review_with(body, vec![RbacObject::ClusterRole(cr)])?
+                    let b = body.clone();
+                    verdict = judge(app, move |app| {
+                        app.validator
+                            .review_with(&b, vec![RbacObject::ClusterRole(cr)])
+                    })
+                    .await??
                 }
                 Ok(None) => app
                     .validator
@@ -168,7 +347,8 @@ async fn review(app: &App, body: &[u8]) -> Result<Verdict, ReviewError> {
                         .into_iter()
                         .map(RbacObject::ClusterRoleBinding)
                         .collect();
-                    verdict = app.validator.review_with(body, live)?;
+                    let b = body.clone();
+                    verdict = judge(app, move |app| app.validator.review_with(&b, live)).await??;
                 }
                 Err(why) => {
                     tracing::warn!(error = why.as_str(), "live ClusterRoleBinding list failed");
@@ -181,6 +361,24 @@ async fn review(app: &App, body: &[u8]) -> Result<Verdict, ReviewError> {
         }
     }
     Ok(verdict)
+}
+
+/// Why a review has no verdict.
+enum Unjudged {
+    Overdue(Overdue),
+    Review(ReviewError),
+}
+
+impl From<Overdue> for Unjudged {
+    fn from(o: Overdue) -> Self {
+        Self::Overdue(o)
+    }
+}
+
+impl From<ReviewError> for Unjudged {
+    fn from(e: ReviewError) -> Self {
+        Self::Review(e)
+    }
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -215,24 +413,13 @@ fn metrics_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Serves until SIGTERM or SIGINT, then drains connections for `shutdown_grace`.
+/// Serves until SIGTERM or SIGINT; then `/readyz` fails at once while serving goes on for
+/// `shutdown_delay` (the API server learns of the endpoint's removal with a lag, and keeps
+/// sending here until then), then stops accepting and drains connections for `shutdown_grace`.
 pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
     let tls = ReloadingTls::new(opts.tls.clone(), app.metrics.clone())?;
     let rustls = tls.rustls_config();
     let reloader = tokio::spawn(tls.watch(opts.tls_reload_interval));
-
-    let handle: Handle<SocketAddr> = Handle::new();
-    tokio::spawn(shutdown_on_signal(
-        handle.clone(),
-        app.clone(),
-        opts.shutdown_grace,
-    ));
-    let announce = handle.clone();
-    tokio::spawn(async move {
-        if let Some(addr) = announce.listening().await {
-            tracing::info!(%addr, "secretscope webhook listening (https, h2 and http/1.1)");
-        }
-    });
 
     if let Some(addr) = opts.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -247,18 +434,39 @@ pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
         });
     }
 
-    let acceptor = RustlsAcceptor::new(rustls).handshake_timeout(Duration::from_secs(10));
-    let result = axum_server::bind(opts.listen)
-        .acceptor(acceptor)
-        .first_request_timeout(opts.request_timeout)
-        .handle(handle)
-        .serve(router(app, opts.request_timeout).into_make_service())
-        .await;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let limits = opts.limits;
+    tracing::info!(
+        %addr,
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        idle_timeout_ms = limits.idle_timeout.as_millis() as u64,
+        max_connections = limits.max_connections,
+        review_deadline_ms = app.review_deadline.as_millis() as u64,
+        "secretscope webhook listening (https, h2 and http/1.1)"
+    );
+
+    let (phase_tx, phase) = watch::channel(Phase::Serving);
+    tokio::spawn(shutdown_on_signal(
+        phase_tx,
+        app.clone(),
+        opts.shutdown_delay,
+    ));
+    let server = Arc::new(conn::Server::new(
+        limits,
+        rustls,
+        router(app.clone(), opts.request_timeout),
+        app.metrics.clone(),
+        app.shutting_down.clone(),
+    ));
+    server.run(listener, phase, opts.shutdown_grace).await;
     reloader.abort();
-    result.map_err(|e| anyhow::anyhow!("serving on {}: {e}", opts.listen))
+    Ok(())
 }
 
-async fn shutdown_on_signal(handle: Handle<SocketAddr>, app: Arc<App>, grace: Duration) {
+async fn shutdown_on_signal(phase: watch::Sender<Phase>, app: Arc<App>, delay: Duration) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -275,9 +483,11 @@ async fn shutdown_on_signal(handle: Handle<SocketAddr>, app: Arc<App>, grace: Du
         _ = tokio::signal::ctrl_c() => {},
     }
     tracing::info!(
-        grace_seconds = grace.as_secs(),
-        "shutting down: draining connections"
+        delay_seconds = delay.as_secs_f64(),
+        "shutting down: /readyz fails now; still serving until the delay ends, then draining"
     );
     app.shutting_down.store(true, Ordering::Relaxed);
-    handle.graceful_shutdown(Some(grace));
+    let _ = phase.send(Phase::Draining);
+    tokio::time::sleep(delay).await;
+    let _ = phase.send(Phase::Closing);
 }
