@@ -155,9 +155,9 @@ pub fn parse_stream(text: &str, file: &str, json: bool) -> Loaded {
         files: 1,
         ..Default::default()
     };
-    let docs: Vec<(u64, serde_json::Value)> = if json {
+    let docs: Vec<(usize, u64, serde_json::Value)> = if json {
         match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) => vec![(1, v)],
+            Ok(v) => vec![(1, 1, v)],
             Err(e) => {
                 out.errors.push(InputError {
                     file: file.to_string(),
@@ -169,32 +169,65 @@ pub fn parse_stream(text: &str, file: &str, json: bool) -> Loaded {
             }
         }
     } else {
-        match serde_saphyr::from_multiple_with_options::<Spanned<serde_json::Value>>(
-            text,
-            yaml_options(),
-        ) {
-            Ok(docs) => docs
-                .into_iter()
-                .map(|d| (d.referenced.line(), d.value))
-                .collect(),
-            Err(e) => {
-                out.errors.push(InputError {
-                    file: file.to_string(),
-                    document: None,
-                    line: None,
-                    message: format!("invalid YAML: {e}"),
-                });
-                return out;
+        // Each document is parsed, and may fail, on its own: one syntax error loses only its
+        // document, and the parser's budgets (aliases, depth, size) bound one document rather
+        // than capping how many a file may hold.
+        let mut docs = Vec::new();
+        let mut count = 0;
+        for (first_line, chunk) in yaml_documents(text) {
+            match serde_saphyr::from_multiple_with_options::<Spanned<serde_json::Value>>(
+                chunk,
+                yaml_options(),
+            ) {
+                Ok(parsed) => {
+                    for d in parsed {
+                        count += 1;
+                        docs.push((count, first_line - 1 + d.referenced.line(), d.value));
+                    }
+                }
+                Err(e) => {
+                    count += 1;
+                    out.errors.push(InputError {
+                        file: file.to_string(),
+                        document: Some(count),
+                        line: Some(first_line - 1 + e.location().map_or(1, |l| l.line())),
+                        message: format!(
+                            "invalid YAML (lines counted from the document's start, line {first_line}): {e}"
+                        ),
+                    });
+                }
             }
         }
+        docs
     };
-    for (i, (line, value)) in docs.into_iter().enumerate() {
+    for (document, line, value) in docs {
         let origin = Origin {
             file: file.to_string(),
-            document: i + 1,
+            document,
             line,
         };
         decode_document(value, &origin, &mut out);
+    }
+    out
+}
+
+/// The documents of a YAML stream with the line each starts on: split at document markers
+/// (`---` at the start of a line, which YAML forbids inside any scalar).
+fn yaml_documents(text: &str) -> Vec<(u64, &str)> {
+    let mut out = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0usize, 1u64, 0usize);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let marker = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        if marker && offset > start {
+            out.push((start_line, &text[start..offset]));
+            start = offset;
+            start_line = i as u64 + 1;
+        }
+        offset += line.len();
+    }
+    if offset > start {
+        out.push((start_line, &text[start..]));
     }
     out
 }
@@ -312,6 +345,29 @@ items:
             "{:?}",
             loaded.errors
         );
+    }
+
+    /// Issue 10: a syntax error drops only its own document, and a file may hold more
+    /// documents than the parser's per-parse budget.
+    #[test]
+    fn a_bad_document_loses_only_itself_and_large_streams_load() {
+        let text = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: a}\n---\nkind: [unclosed\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: after}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n";
+        let loaded = parse_stream(text, "mixed.yaml", false);
+        assert_eq!(loaded.objects.len(), 2, "{:?}", loaded.errors);
+        assert_eq!(loaded.objects[1].object.metadata().name, "after");
+        assert_eq!(loaded.objects[1].origin.line, 7);
+        assert_eq!(loaded.objects[1].origin.document, 3);
+        assert_eq!(loaded.errors.len(), 1);
+        assert_eq!(loaded.errors[0].document, Some(2));
+        assert_eq!(loaded.errors[0].line, Some(5));
+
+        let many: String = (0..5_000)
+            .map(|i| format!("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: r{i}}}\n"))
+            .collect();
+        let loaded = parse_stream(&many, "many.yaml", false);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors.first());
+        assert_eq!(loaded.objects.len(), 5_000);
+        assert_eq!(loaded.objects[4_999].origin.document, 5_000);
     }
 
     #[test]

@@ -44,13 +44,29 @@ pub struct SubjectSpec {
     /// For ServiceAccounts; in an exemption, absent matches any namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// In an exemption: why this subject is trusted; findings it exempts repeat it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl SubjectSpec {
+    fn new(kind: &str, namespace: Option<&str>, name: &str, reason: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.map(String::from),
+            reason: Some(reason.into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Exemptions {
-    /// ClusterRoles (globs) whose own definition is not judged. Bindings to them still are.
-    #[serde(default = "default_exempt_roles")]
+    /// ClusterRoles, by exact name, whose own definition is not judged where they are bound
+    /// directly. Bindings to them still are, and so is their aggregation into a bound role.
+    /// Globs are accepted but warned about: whoever can create a ClusterRole picks its name.
+    #[serde(default)]
     pub cluster_roles: Vec<String>,
     /// Subjects that may hold cluster-wide Secrets access (the control plane, a GitOps controller).
     #[serde(default = "default_exempt_subjects")]
@@ -64,38 +80,35 @@ pub struct Exemptions {
 impl Default for Exemptions {
     fn default() -> Self {
         Self {
-            cluster_roles: default_exempt_roles(),
+            cluster_roles: Vec::new(),
             subjects: default_exempt_subjects(),
             annotation: false,
         }
     }
 }
 
-/// The bootstrap roles the API server itself reconciles at every start: denying them would only
-/// make the API server's own writes fail.
-fn default_exempt_roles() -> Vec<String> {
-    ["cluster-admin", "admin", "edit", "system:*"]
-        .map(String::from)
-        .to_vec()
-}
-
 /// The control plane's own identities, as bound by the API server's bootstrap policy:
 /// `system:masters` (which bypasses RBAC altogether), the kube-controller-manager, and the
 /// kube-system service accounts of the built-in controllers that hold cluster-wide Secrets access
 /// (`--use-service-account-credentials`). Named one by one: a blanket `kube-system/*` would hide
-/// every third-party component installed there (kube-state-metrics, CSI drivers, ...).
+/// every third-party component installed there (kube-state-metrics, CSI drivers, ...). Last,
+/// secretscope's own ServiceAccount, for the one finding its own RBAC has.
 fn default_exempt_subjects() -> Vec<SubjectSpec> {
+    const CONTROLLER: &str =
+        "a kube-controller-manager controller; the bootstrap policy grants it this";
     let mut subjects = vec![
-        SubjectSpec {
-            kind: "Group".into(),
-            name: "system:masters".into(),
-            namespace: None,
-        },
-        SubjectSpec {
-            kind: "User".into(),
-            name: "system:kube-controller-manager".into(),
-            namespace: None,
-        },
+        SubjectSpec::new(
+            "Group",
+            None,
+            "system:masters",
+            "bypasses RBAC altogether; no binding adds to it",
+        ),
+        SubjectSpec::new(
+            "User",
+            None,
+            "system:kube-controller-manager",
+            "the control plane; the bootstrap policy grants it this",
+        ),
     ];
     subjects.extend(
         [
@@ -104,12 +117,14 @@ fn default_exempt_subjects() -> Vec<SubjectSpec> {
             "resourcequota-controller",
             "legacy-service-account-token-cleaner",
         ]
-        .map(|name| SubjectSpec {
-            kind: "ServiceAccount".into(),
-            name: name.into(),
-            namespace: Some("kube-system".into()),
-        }),
+        .map(|name| SubjectSpec::new("ServiceAccount", Some("kube-system"), name, CONTROLLER)),
     );
+    subjects.push(SubjectSpec::new(
+        "ServiceAccount",
+        Some("secretscope"),
+        "secretscope",
+        "secretscope's tenancy reconciler: escalate/bind limited to the managed role's name is how it writes the per-namespace Role; see README \"Own RBAC\"",
+    ));
     subjects
 }
 
@@ -233,6 +248,21 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// What a valid policy still gets wrong, for the operator to read at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        self.file
+            .exemptions
+            .cluster_roles
+            .iter()
+            .filter(|p| p.contains(['*', '?', '[', '{']))
+            .map(|p| {
+                format!(
+                    "exemptions.clusterRoles {p:?} is a glob: anyone who may create a ClusterRole can name one to match it, and that role's own Secrets rules are then not judged where it is bound directly; list exact names"
+                )
+            })
+            .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: path.display().to_string(),
@@ -278,6 +308,7 @@ impl Policy {
                     Some(ns) => Some(globs(&format!("{at}.namespace"), std::slice::from_ref(ns))?),
                     None => None,
                 },
+                reason: s.reason.clone(),
             });
         }
 
@@ -340,6 +371,7 @@ impl Policy {
                 exempt_roles,
                 exempt_subjects,
                 honour_exempt_annotation: file.exemptions.annotation,
+                ..EvalOptions::default()
             },
             tenant_pattern,
             file,
@@ -412,8 +444,12 @@ mod tests {
         assert_eq!(p.eval.scope, BindingScope::Bindings);
         assert_eq!(p.eval.indirect, RouteAction::Warn);
         assert!(!p.eval.honour_exempt_annotation);
-        assert!(p.eval.exempt_roles.is_match("system:controller:foo"));
-        assert!(!p.eval.exempt_roles.is_match("view-secrets"));
+        assert!(
+            p.eval.exempt_roles.patterns().is_empty(),
+            "no ClusterRole is exempt by name by default"
+        );
+        assert!(!p.eval.exempt_roles.is_match("system:controller:foo"));
+        assert!(p.warnings().is_empty());
         assert_eq!(p.file.tenancy.verbs, default_verbs());
         let caps = p.tenant_pattern.captures("az-acme").unwrap();
         assert_eq!(&caps["tenant"], "acme");
@@ -458,10 +494,9 @@ tenancy:
         assert_eq!(p.eval.scope, BindingScope::Strict);
         assert_eq!(p.eval.indirect, RouteAction::Deny);
         assert!(p.eval.exempt_roles.is_match("platform-x"));
-        assert!(
-            !p.eval.exempt_roles.is_match("system:x"),
-            "a list replaces the defaults"
-        );
+        assert!(!p.eval.exempt_roles.is_match("system:x"));
+        assert_eq!(p.warnings().len(), 1, "a glob is warned about");
+        assert!(p.warnings()[0].contains("\"platform-*\" is a glob"));
         assert_eq!(p.file.tenancy.grant, GrantMode::ClusterRole);
         assert!(p.file.tenancy.prune);
     }

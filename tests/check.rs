@@ -43,7 +43,10 @@ fn check(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         .spawn()
         .expect("spawn check");
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).expect("stdin");
+        // A run that fails before reading stdin (a bad --config) closes the pipe: not an error.
+        if let Err(e) = pipe.write_all(text.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "stdin: {e}");
+        }
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("wait");

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use secretscope::manifest;
 use secretscope::policy::Policy;
+use secretscope::rbac::budget::{Budget, DEFAULT_WORK_LIMIT};
 use secretscope::rbac::{
     evaluate, ClusterState, EffectiveRules, RbacObject, Route, SecretsAccess, Severity,
 };
@@ -49,11 +50,14 @@ fn judge_file(path: &Path, policy: &Policy) -> BTreeMap<String, (String, String)
             _ => continue,
         };
         let Some(role) = role else { continue };
-        let access = SecretsAccess::of(&EffectiveRules::of_cluster_role(role, &state));
+        let rules = EffectiveRules::of_cluster_role(role, &state, &Budget::new(DEFAULT_WORK_LIMIT))
+            .expect("the corpus is within budget");
+        let access = SecretsAccess::of(&rules);
         if access.is_empty() {
             continue;
         }
         let verdict = evaluate(&o.object, &state, &policy.eval)
+            .expect("the corpus is within budget")
             .into_iter()
             .filter(|f| f.route == Route::Secrets)
             .map(|f| f.severity)

@@ -188,7 +188,9 @@ fn every_overlay_renders_passes_its_own_strict_check_and_is_valid() {
         for d in &docs {
             assert_valid_object(d);
         }
-        // secretscope's own RBAC: nothing at all to report, not even info, in strict scope.
+        // secretscope's own RBAC in strict scope: exactly one finding, the reconciler's named
+        // escalate/bind (README "Own RBAC"), shown as info because the shipped policy exempts
+        // secretscope's ServiceAccount by one entry with its reason.
         let report = check_strict(&yaml);
         assert_eq!(
             report["summary"]["objects"],
@@ -196,11 +198,23 @@ fn every_overlay_renders_passes_its_own_strict_check_and_is_valid() {
             "{}: {report}",
             dir.display()
         );
+        let findings = report["findings"].as_array().expect("findings");
+        assert_eq!(findings.len(), 1, "{}: {report:#}", dir.display());
+        let f = &findings[0];
+        assert_eq!(f["severity"], "info", "{f:#}");
         assert_eq!(
-            report["findings"],
-            serde_json::json!([]),
-            "{}",
-            dir.display()
+            f["route"],
+            serde_json::json!({"type": "indirect", "name": "named-role-grant"})
+        );
+        assert_eq!(
+            f["object"],
+            serde_json::json!({"kind": "ClusterRoleBinding", "name": "secretscope"})
+        );
+        let message = f["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(r#"(only those named "secretscope-secrets")"#)
+                && message.contains("exempt by policy: secretscope's tenancy reconciler"),
+            "{message}"
         );
 
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();

@@ -79,7 +79,8 @@ impl Mutator {
         if !is_label_value(&tenant.name) {
             out.response.warnings.push(format!(
                 "secretscope: tenant {:?} of namespace {:?} is not a valid label value; the namespace is not labelled",
-                tenant.name, ns.metadata.name
+                crate::rbac::text::clip(&tenant.name, 253),
+                crate::rbac::text::clip(&ns.metadata.name, 253)
             ));
             return Ok(out);
         }

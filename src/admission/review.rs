@@ -88,19 +88,34 @@ pub enum ReviewError {
     Kind(String),
     #[error("AdmissionReview has no request")]
     NoRequest,
+    #[error("request.uid is {0} bytes; the API server sends a UID of 36")]
+    Uid(usize),
 }
+
+/// Bounds on what a response carries, whatever the review held: the status message, each
+/// warning, and how many warnings (the API server itself keeps only 4 KiB of warnings).
+pub const MAX_MESSAGE: usize = 16 * 1024;
+pub const MAX_WARNING: usize = 2 * 1024;
+pub const MAX_WARNINGS: usize = 8;
+/// Longer than any UID an API server makes; a response echoes it, so it is bounded too.
+pub const MAX_UID: usize = 128;
 
 impl<'a> AdmissionReview<'a> {
     /// Decodes and checks the envelope; the error says what is wrong with the body.
     pub fn parse(body: &'a [u8]) -> Result<AdmissionRequest<'a>, ReviewError> {
         let review: AdmissionReview<'a> = serde_json::from_slice(body)?;
+        let clipped = |s: &str| crate::rbac::text::clip(s, 64).into_owned();
         if review.api_version != API_VERSION {
-            return Err(ReviewError::ApiVersion(review.api_version.into_owned()));
+            return Err(ReviewError::ApiVersion(clipped(&review.api_version)));
         }
         if review.kind != "AdmissionReview" {
-            return Err(ReviewError::Kind(review.kind.into_owned()));
+            return Err(ReviewError::Kind(clipped(&review.kind)));
         }
-        review.request.ok_or(ReviewError::NoRequest)
+        let request = review.request.ok_or(ReviewError::NoRequest)?;
+        if request.uid.len() > MAX_UID {
+            return Err(ReviewError::Uid(request.uid.len()));
+        }
+        Ok(request)
     }
 }
 
@@ -151,9 +166,25 @@ impl AdmissionResponse {
                 status: "Failure",
                 code,
                 reason,
-                message,
+                message: crate::rbac::text::clip(&message, MAX_MESSAGE).into_owned(),
             }),
             ..Default::default()
+        }
+    }
+
+    /// Sets the warnings: at most [`MAX_WARNINGS`], each at most [`MAX_WARNING`] bytes, and a
+    /// last one that counts the rest.
+    pub fn set_warnings<'m>(&mut self, messages: impl ExactSizeIterator<Item = &'m str>) {
+        let total = messages.len();
+        self.warnings = messages
+            .take(MAX_WARNINGS)
+            .map(|m| crate::rbac::text::clip(m, MAX_WARNING).into_owned())
+            .collect();
+        if total > MAX_WARNINGS {
+            self.warnings.push(format!(
+                "secretscope: {} more warnings not shown; `secretscope check` on the object lists them all",
+                total - MAX_WARNINGS
+            ));
         }
     }
 

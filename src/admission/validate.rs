@@ -8,7 +8,10 @@ use crate::rbac::{
     RBAC_GROUP,
 };
 
-use super::review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError};
+use super::review::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError, MAX_MESSAGE,
+    MAX_WARNING, MAX_WARNINGS,
+};
 use super::StateSource;
 
 /// The decision and what it was based on, for logs and metrics.
@@ -26,6 +29,8 @@ pub struct Verdict {
     /// A Role/RoleBinding using the managed role's name in a namespace whose name does not make
     /// it a tenancy namespace: admitted only if the namespace carries the tenancy label.
     pub needs_tenancy_label: Option<crate::tenancy::ManagedNameUse>,
+    /// Judging it would take more work than the engine allows one object: denied (enforce).
+    pub over_budget: bool,
 }
 
 pub struct Validator {
@@ -69,6 +74,7 @@ impl Validator {
     /// Denies (in enforce mode) a review whose verdict could not be confirmed live: fail closed.
     pub fn deny_unconfirmed(&self, verdict: &mut Verdict, message: String) {
         if self.policy.mode != Mode::Enforce {
+            let message = crate::rbac::text::clip(&message, MAX_WARNING).into_owned();
             verdict.response.warnings.push(message);
             return;
         }
@@ -118,6 +124,7 @@ impl Validator {
             missing_role: None,
             rests_on_no_bindings: false,
             needs_tenancy_label: None,
+            over_budget: false,
         };
         let kind = RbacKind::from_kind(&req.kind.kind).filter(|_| req.kind.group == RBAC_GROUP);
         let Some(kind) = kind else {
@@ -126,8 +133,11 @@ impl Validator {
                 uid,
                 400,
                 format!(
-                    "secretscope: /validate judges rbac.authorization.k8s.io ClusterRole, ClusterRoleBinding, Role and RoleBinding, not {}/{} {}",
-                    req.kind.group, req.kind.version, req.kind.kind
+                    "secretscope: /validate judges rbac.authorization.k8s.io ClusterRole, ClusterRoleBinding, Role and RoleBinding, not {}",
+                    crate::rbac::text::clip(
+                        &format!("{}/{} {}", req.kind.group, req.kind.version, req.kind.kind),
+                        256
+                    )
                 ),
             );
             return verdict;
@@ -152,7 +162,20 @@ impl Validator {
         } else {
             &self.unsynced
         };
-        let findings = evaluate(&new, &state, opts);
+        let findings = match evaluate(&new, &state, opts) {
+            Ok(findings) => findings,
+            Err(e) => {
+                verdict.over_budget = true;
+                self.deny_unconfirmed(
+                    &mut verdict,
+                    format!(
+                        "secretscope: {} was not judged and is denied (fail closed): {e}; the aggregation rules and labels around it select far more than any real cluster needs",
+                        new.object_ref()
+                    ),
+                );
+                return verdict;
+            }
+        };
         let denials: Vec<&Finding> = findings
             .iter()
             .filter(|f| f.severity == Severity::Deny)
@@ -168,6 +191,7 @@ impl Validator {
         if !denials.is_empty() && req.operation == Operation::Update {
             if let Ok(old) = decode(kind, req.old_object) {
                 let old_denials: Vec<Finding> = evaluate(&old, &state, opts)
+                    .unwrap_or_default()
                     .into_iter()
                     .filter(|f| f.severity == Severity::Deny)
                     .collect();
@@ -184,20 +208,19 @@ impl Validator {
 
         match self.policy.mode {
             Mode::Enforce if !denials.is_empty() => {
-                let message = denials
-                    .iter()
-                    .map(|f| f.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let message = summarize(denials.iter().map(|f| f.message.as_str()));
                 verdict.response = AdmissionResponse::deny(uid, 403, message + &before);
-                verdict.response.warnings = warnings.iter().map(|f| f.message.clone()).collect();
+                verdict
+                    .response
+                    .set_warnings(warnings.iter().map(|f| f.message.as_str()));
             }
             Mode::Enforce | Mode::Warn => {
-                verdict.response.warnings = denials
+                let all: Vec<&str> = denials
                     .iter()
                     .chain(warnings.iter())
-                    .map(|f| f.message.clone())
+                    .map(|f| f.message.as_str())
                     .collect();
+                verdict.response.set_warnings(all.into_iter());
             }
             Mode::Audit => {}
         }
@@ -226,6 +249,29 @@ fn decode(kind: RbacKind, raw: Option<&serde_json::value::RawValue>) -> Result<R
     let raw = raw.ok_or_else(|| format!("secretscope: the request carries no {kind} object"))?;
     let mut de = serde_json::Deserializer::from_str(raw.get());
     RbacObject::decode(kind, &mut de).map_err(|e| format!("secretscope: cannot decode {kind}: {e}"))
+}
+
+/// The denial: whole messages joined while they fit in half the response's message budget
+/// (the rest is left for what follows), then a count of the others.
+fn summarize<'m>(messages: impl ExactSizeIterator<Item = &'m str>) -> String {
+    let total = messages.len();
+    let mut out = String::new();
+    let mut shown = 0;
+    for m in messages {
+        let m = crate::rbac::text::clip(m, MAX_WARNING * 2);
+        if shown > 0 && out.len() + m.len() > MAX_MESSAGE / 2 {
+            break;
+        }
+        if shown > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&m);
+        shown += 1;
+    }
+    if shown < total {
+        out.push_str(&format!("; and {} more findings", total - shown));
+    }
+    out
 }
 
 fn dedup_join(mut v: Vec<String>) -> String {
@@ -264,13 +310,24 @@ impl Verdict {
         } else if relevant.is_empty() {
             tracing::debug!(uid, kind, op, verdict = "allowed");
         } else {
-            for f in relevant {
-                let verdict = if mode == Mode::Audit {
-                    "audited"
-                } else {
-                    "warned"
-                };
-                tracing::info!(uid, kind, op, mode = mode.as_str(), verdict, severity = %f.severity, message = f.message.as_str());
+            let verdict = if mode == Mode::Audit {
+                "audited"
+            } else {
+                "warned"
+            };
+            for f in relevant.iter().take(MAX_WARNINGS) {
+                let message = crate::rbac::text::clip(&f.message, MAX_WARNING);
+                tracing::info!(uid, kind, op, mode = mode.as_str(), verdict, severity = %f.severity, message = message.as_ref());
+            }
+            if relevant.len() > MAX_WARNINGS {
+                tracing::info!(
+                    uid,
+                    kind,
+                    op,
+                    verdict,
+                    more = relevant.len() - MAX_WARNINGS,
+                    "more findings not logged"
+                );
             }
         }
     }

@@ -131,10 +131,22 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
         ClusterState::new()
     };
     state.extend(loaded.objects.iter().map(|o| o.object.clone()));
-    let mut report = Report::default();
+    let mut report = Report {
+        errors: loaded.errors.clone(),
+        ..Default::default()
+    };
     for o in &loaded.objects {
-        for finding in evaluate(&o.object, &state, &policy.eval) {
-            report.findings.push(locate(&o.origin, finding));
+        match evaluate(&o.object, &state, &policy.eval) {
+            Ok(findings) => report
+                .findings
+                .extend(findings.into_iter().map(|f| locate(&o.origin, f))),
+            // Not judged is not clean: an input error, so the gate fails (exit 2).
+            Err(e) => report.errors.push(manifest::InputError {
+                file: o.origin.file.clone(),
+                document: Some(o.origin.document),
+                line: Some(o.origin.line),
+                message: format!("{} cannot be judged: {e}", o.object.object_ref()),
+            }),
         }
     }
     for (origin, value) in &loaded.other {
@@ -149,7 +161,6 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
             }
         }
     }
-    report.errors = loaded.errors.clone();
     let count = |s| {
         report
             .findings

@@ -47,7 +47,25 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
     let mut by_subject: BTreeMap<Subject, Vec<Grant>> = BTreeMap::new();
     for crb in state.cluster_role_bindings() {
         let object = RbacObject::ClusterRoleBinding(crb.clone());
-        for f in evaluate(&object, state, &everyone) {
+        // A binding too costly to judge is reported as a grant of everything it may reach:
+        // an audit must not pass over what it could not read.
+        let findings = match evaluate(&object, state, &everyone) {
+            Ok(findings) => findings,
+            Err(e) => {
+                for s in &crb.subjects {
+                    by_subject.entry(s.clone()).or_default().push(Grant {
+                        binding: crb.metadata.name.clone(),
+                        role: crb.role_ref.name.clone(),
+                        route: Route::Secrets,
+                        verbs: vec![format!("unknown: {e}")],
+                        names: Vec::new(),
+                        via: Vec::new(),
+                    });
+                }
+                continue;
+            }
+        };
+        for f in findings {
             if f.severity == Severity::Info || f.via.is_empty() {
                 continue;
             }
@@ -114,6 +132,7 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reader}
                 kind: "Group".into(),
                 name: NameGlobs::new(&["system:masters"]).unwrap(),
                 namespace: None,
+                reason: None,
             }],
             ..Default::default()
         };

@@ -3,6 +3,8 @@
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
+use super::budget::{Budget, OverBudget, DEFAULT_WORK_LIMIT};
+use super::builtin::{self, Bootstrap};
 use super::effective::{cluster_bindings, BindingPath, EffectiveRules};
 use super::finding::{describe_subjects, describe_via, Finding, Route, RuleRef, Scope, Severity};
 use super::indirect::{indirect_routes, OpenRoute};
@@ -91,6 +93,8 @@ pub struct SubjectPattern {
     pub name: NameGlobs,
     /// For ServiceAccounts; `None` matches any namespace.
     pub namespace: Option<NameGlobs>,
+    /// Why the policy trusts it, repeated in every finding it exempts.
+    pub reason: Option<String>,
 }
 
 impl SubjectPattern {
@@ -104,20 +108,52 @@ impl SubjectPattern {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EvalOptions {
     pub scope: BindingScope,
     pub indirect: RouteAction,
-    /// ClusterRoles whose own definition is not judged (the bootstrap roles the API server
-    /// reconciles). Bindings *to* them still are: binding cluster-admin is the grant.
+    /// ClusterRoles (configured by name) whose own definition is not judged where they are
+    /// bound directly. Bindings *to* them still are, and so is any aggregation of them into a
+    /// bound role. Bootstrap roles need no entry: the engine knows what they grant.
     pub exempt_roles: NameGlobs,
     pub exempt_subjects: Vec<SubjectPattern>,
     pub honour_exempt_annotation: bool,
+    /// Steps one object's judgement may take (see [`Budget`]).
+    pub work_limit: u64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            scope: BindingScope::default(),
+            indirect: RouteAction::default(),
+            exempt_roles: NameGlobs::default(),
+            exempt_subjects: Vec::new(),
+            honour_exempt_annotation: false,
+            work_limit: DEFAULT_WORK_LIMIT,
+        }
+    }
 }
 
 impl EvalOptions {
     pub fn subject_exempt(&self, s: &Subject) -> bool {
         self.exempt_subjects.iter().any(|p| p.matches(s))
+    }
+
+    /// ` (exempt by policy: reason, ...)` for the exempt subjects among `subjects`.
+    fn exemption_note(&self, subjects: &[Subject]) -> String {
+        let mut reasons: Vec<&str> = subjects
+            .iter()
+            .filter_map(|s| self.exempt_subjects.iter().find(|p| p.matches(s)))
+            .filter_map(|p| p.reason.as_deref())
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        if reasons.is_empty() {
+            " (exempt by policy)".to_string()
+        } else {
+            format!(" (exempt by policy: {})", reasons.join("; "))
+        }
     }
 
     fn granted_subjects(&self, subjects: &[Subject]) -> Vec<Subject> {
@@ -138,13 +174,19 @@ impl EvalOptions {
 }
 
 /// Judges `object` as if it were written to a cluster holding `state` (an older version of the
-/// object in `state` is superseded by this one).
-pub fn evaluate(object: &RbacObject, state: &ClusterState, opts: &EvalOptions) -> Vec<Finding> {
+/// object in `state` is superseded by this one). `Err` when judging it would take more than
+/// `opts.work_limit` steps: callers deny (admission) or report an input error (`check`).
+pub fn evaluate(
+    object: &RbacObject,
+    state: &ClusterState,
+    opts: &EvalOptions,
+) -> Result<Vec<Finding>, OverBudget> {
+    let budget = Budget::new(opts.work_limit);
     let mut findings = match object {
-        RbacObject::ClusterRole(cr) => cluster_role(cr, state, opts),
-        RbacObject::ClusterRoleBinding(crb) => cluster_role_binding(crb, state, opts),
+        RbacObject::ClusterRole(cr) => cluster_role(cr, state, opts, &budget)?,
+        RbacObject::ClusterRoleBinding(crb) => cluster_role_binding(crb, state, opts, &budget)?,
         RbacObject::Role(r) => role(r, object.object_ref()),
-        RbacObject::RoleBinding(rb) => role_binding(rb, state, object.object_ref()),
+        RbacObject::RoleBinding(rb) => role_binding(rb, state, object.object_ref(), &budget)?,
     };
     if opts.honour_exempt_annotation {
         if let Some(reason) = object
@@ -162,7 +204,7 @@ pub fn evaluate(object: &RbacObject, state: &ClusterState, opts: &EvalOptions) -
             }
         }
     }
-    findings
+    Ok(findings)
 }
 
 struct Grant<'a> {
@@ -197,13 +239,15 @@ impl Grant<'_> {
     }
 
     /// One finding per indirect route the rules open, granted to `subjects` through `bindings`.
-    /// `through` names the bindings in the message when the object is not itself the binding.
+    /// `through` names the bindings in the message when the object is not itself the binding;
+    /// `note` ends the message.
     fn routes(
         &self,
         severity: Severity,
         subjects: &[Subject],
         bindings: &[String],
         through: bool,
+        note: &str,
     ) -> Vec<Finding> {
         indirect_routes(self.rules)
             .iter()
@@ -230,7 +274,7 @@ impl Grant<'_> {
                     String::new()
                 };
                 f.message = format!(
-                    "secretscope: {} lets {} {action}{} cluster-wide{through}, {why}: an indirect route to Secrets {}",
+                    "secretscope: {} lets {} {action}{} cluster-wide{through}, {why}: an indirect route to Secrets {}{note}",
                     self.object,
                     describe_subjects(subjects),
                     only_named(open),
@@ -242,104 +286,172 @@ impl Grant<'_> {
     }
 }
 
-fn cluster_role(cr: &ClusterRole, state: &ClusterState, opts: &EvalOptions) -> Vec<Finding> {
-    let name = cr.metadata.name.as_str();
-    if opts.exempt_roles.is_match(name) {
-        return Vec::new();
+/// What a ClusterRole under review is exempt for. Never its name alone: whoever writes a
+/// ClusterRole picks its name.
+#[derive(Clone, Copy)]
+enum RoleExemption {
+    None,
+    /// A bootstrap role: the rules its bootstrap definition grants, where that definition binds
+    /// or aggregates them. A rule an UPDATE adds, or a label that aggregates it somewhere new, is
+    /// judged.
+    Bootstrap(&'static Bootstrap),
+    /// Named in `exemptions.clusterRoles`: its definition where it is bound directly. Its
+    /// aggregation into a bound role is judged whatever the policy says of its name.
+    Configured,
+}
+
+impl RoleExemption {
+    fn of(name: &str, opts: &EvalOptions) -> Self {
+        if opts.exempt_roles.is_match(name) {
+            Self::Configured
+        } else if let Some(b) = builtin::bootstrap(name) {
+            Self::Bootstrap(b)
+        } else {
+            Self::None
+        }
     }
-    let rules = EffectiveRules::of_cluster_role(cr, state);
-    let g = Grant {
-        object: ObjectRef {
-            kind: RbacKind::ClusterRole,
-            name: name.to_string(),
-            namespace: None,
-        },
-        rules: &rules,
+
+    /// The rules judged on the paths the exemption covers.
+    fn judged<'a>(self, all: &EffectiveRules<'a>) -> EffectiveRules<'a> {
+        match self {
+            Self::None => all.clone(),
+            Self::Bootstrap(b) => all.filtered(|r| !b.covers(r.rule)),
+            Self::Configured => EffectiveRules::default(),
+        }
+    }
+
+    /// Whether `path` is one the exemption covers (else every rule is judged on it).
+    fn covers_path(self, path: &BindingPath<'_>, state: &ClusterState) -> bool {
+        match self {
+            Self::None => true,
+            Self::Bootstrap(b) => path.through.first().is_none_or(|agg| {
+                state
+                    .cluster_role(agg)
+                    .is_some_and(|agg| b.aggregates_into(agg))
+            }),
+            Self::Configured => path.through.is_empty(),
+        }
+    }
+}
+
+fn cluster_role(
+    cr: &ClusterRole,
+    state: &ClusterState,
+    opts: &EvalOptions,
+    budget: &Budget,
+) -> Result<Vec<Finding>, OverBudget> {
+    let name = cr.metadata.name.as_str();
+    let exemption = RoleExemption::of(name, opts);
+    let all = EffectiveRules::of_cluster_role(cr, state, budget)?;
+    let judged = exemption.judged(&all);
+    let object = ObjectRef {
+        kind: RbacKind::ClusterRole,
+        name: name.to_string(),
+        namespace: None,
+    };
+    let grant = |rules| Grant {
+        object: object.clone(),
+        rules,
         role_kind: "ClusterRole",
         role_name: name,
     };
-    let paths = cluster_bindings(name, &cr.metadata.labels, state);
-    let granting: Vec<(&BindingPath, Vec<Subject>)> = paths
+    let (exempt_grant, full_grant) = (grant(&judged), grant(&all));
+    let exempt_access = SecretsAccess::of(&judged);
+    let full_access = match exemption {
+        RoleExemption::None => exempt_access.clone(),
+        _ => SecretsAccess::of(&all),
+    };
+    let paths = cluster_bindings(name, &cr.metadata.labels, state, budget)?;
+    // Each path that grants to someone not exempt, with the rules judged on it.
+    let granting: Vec<(&BindingPath, Vec<Subject>, &Grant, &SecretsAccess)> = paths
         .iter()
         .map(|p| (p, opts.granted_subjects(&p.binding.subjects)))
         .filter(|(_, s)| !s.is_empty())
+        .map(|(p, s)| {
+            if exemption.covers_path(p, state) {
+                (p, s, &exempt_grant, &exempt_access)
+            } else {
+                (p, s, &full_grant, &full_access)
+            }
+        })
         .collect();
 
     let mut out = Vec::new();
-    let access = SecretsAccess::of(&rules);
-    if !access.is_empty() {
-        for (path, subjects) in &granting {
-            let mut f = g.secrets(&access, Severity::Deny, Scope::ClusterWide);
-            let through = if path.through.is_empty() {
-                String::new()
-            } else {
+    for (path, subjects, g, access) in &granting {
+        if access.is_empty() {
+            continue;
+        }
+        let mut f = g.secrets(access, Severity::Deny, Scope::ClusterWide);
+        let through = aggregation_chain(&path.through);
+        f.message = format!(
+            "secretscope: {} grants {} cluster-wide {access}{through} through ClusterRoleBinding {} {}",
+            g.object,
+            describe_subjects(subjects),
+            quoted([path.binding.metadata.name.as_str()].into_iter()),
+            g.via(&f),
+        );
+        f.subjects = subjects.clone();
+        f.bindings = vec![path.binding.metadata.name.clone()];
+        out.push(f);
+    }
+    if granting.is_empty() && !exempt_access.is_empty() {
+        let (severity, scope, why) = match opts.scope {
+            BindingScope::Strict => (
+                Severity::Deny,
+                Scope::Strict,
+                "; scope strict allows no ClusterRole to carry a Secrets rule".to_string(),
+            ),
+            BindingScope::Bindings if paths.is_empty() => (
+                Severity::Info,
+                Scope::Unbound,
+                "; no ClusterRoleBinding grants it, so it reaches only the namespaces a RoleBinding names".to_string(),
+            ),
+            BindingScope::Bindings => (
+                Severity::Info,
+                Scope::Unbound,
                 format!(
-                    " (aggregated into ClusterRole \"{}\")",
-                    path.through.join("\", which is aggregated into \"")
-                )
-            };
-            f.message = format!(
-                "secretscope: {} grants {} cluster-wide {access}{through} through ClusterRoleBinding \"{}\" {}",
-                g.object,
-                describe_subjects(subjects),
-                path.binding.metadata.name,
-                g.via(&f),
-            );
-            f.subjects = subjects.clone();
-            f.bindings = vec![path.binding.metadata.name.clone()];
-            out.push(f);
-        }
-        if granting.is_empty() {
-            let (severity, scope, why) = match opts.scope {
-                BindingScope::Strict => (
-                    Severity::Deny,
-                    Scope::Strict,
-                    "; scope strict allows no ClusterRole to carry a Secrets rule".to_string(),
+                    "; it is bound cluster-wide only to exempt subjects or none (ClusterRoleBinding {})",
+                    quoted(paths.iter().map(|p| p.binding.metadata.name.as_str()))
                 ),
-                BindingScope::Bindings if paths.is_empty() => (
-                    Severity::Info,
-                    Scope::Unbound,
-                    "; no ClusterRoleBinding grants it, so it reaches only the namespaces a RoleBinding names".to_string(),
-                ),
-                BindingScope::Bindings => (
-                    Severity::Info,
-                    Scope::Unbound,
-                    format!(
-                        "; it is bound cluster-wide only to exempt subjects or none (ClusterRoleBinding {})",
-                        quoted(paths.iter().map(|p| p.binding.metadata.name.as_str()))
-                    ),
-                ),
-            };
-            let mut f = g.secrets(&access, severity, scope);
-            f.message = format!(
-                "secretscope: {} carries {access} {}{why}",
-                g.object,
-                g.via(&f)
-            );
-            out.push(f);
-        }
+            ),
+        };
+        let mut f = exempt_grant.secrets(&exempt_access, severity, scope);
+        f.message = format!(
+            "secretscope: {} carries {exempt_access} {}{why}",
+            exempt_grant.object,
+            exempt_grant.via(&f)
+        );
+        out.push(f);
     }
 
     if let Some(severity) = opts.route_severity() {
-        if !granting.is_empty() && !access.reads_everything() {
+        // Routes once per set of rules judged, for the subjects and bindings it reaches.
+        for g in [&exempt_grant, &full_grant] {
+            let on: Vec<_> = granting
+                .iter()
+                .filter(|(_, _, gg, access)| std::ptr::eq(*gg, g) && !access.reads_everything())
+                .collect();
+            if on.is_empty() {
+                continue;
+            }
             let subjects: Vec<Subject> =
-                dedup(granting.iter().flat_map(|(_, s)| s.iter().cloned()));
+                dedup(on.iter().flat_map(|(_, s, _, _)| s.iter().cloned()));
             let bindings: Vec<String> = dedup(
-                granting
-                    .iter()
-                    .map(|(p, _)| p.binding.metadata.name.clone()),
+                on.iter()
+                    .map(|(p, _, _, _)| p.binding.metadata.name.clone()),
             );
-            out.extend(g.routes(severity, &subjects, &bindings, true));
+            out.extend(g.routes(severity, &subjects, &bindings, true, ""));
         }
     }
-    out
+    Ok(out)
 }
 
 fn cluster_role_binding(
     crb: &ClusterRoleBinding,
     state: &ClusterState,
     opts: &EvalOptions,
-) -> Vec<Finding> {
+    budget: &Budget,
+) -> Result<Vec<Finding>, OverBudget> {
     let object = ObjectRef {
         kind: RbacKind::ClusterRoleBinding,
         name: crb.metadata.name.clone(),
@@ -351,7 +463,7 @@ fn cluster_role_binding(
         .filter(|_| crb.role_ref.kind == "ClusterRole")
     else {
         // Allowed: the ClusterRole is judged against this binding when it is created.
-        return vec![Finding {
+        return Ok(vec![Finding {
             object: object.clone(),
             severity: Severity::Warn,
             route: Route::Secrets,
@@ -362,12 +474,13 @@ fn cluster_role_binding(
             bindings: vec![crb.metadata.name.clone()],
             via: Vec::new(),
             message: format!(
-                "secretscope: {object} references {} \"{role_name}\", which is not known; it will be judged when that role is written",
-                crb.role_ref.kind
+                "secretscope: {object} references {} {}, which is not known; it will be judged when that role is written",
+                super::text::clip(&crb.role_ref.kind, super::text::SHOWN_CHARS),
+                quoted([role_name].into_iter()),
             ),
-        }];
+        }]);
     };
-    let rules = EffectiveRules::of_cluster_role(role, state);
+    let rules = EffectiveRules::of_cluster_role(role, state, budget)?;
     let g = Grant {
         object,
         rules: &rules,
@@ -385,9 +498,15 @@ fn cluster_role_binding(
             } else {
                 "grants it only to exempt subjects"
             };
+            let note = if crb.subjects.is_empty() {
+                String::new()
+            } else {
+                opts.exemption_note(&crb.subjects)
+            };
             f.message = format!(
-                "secretscope: {} {who}; its ClusterRole \"{role_name}\" carries cluster-wide {access}",
-                g.object
+                "secretscope: {} {who}; its ClusterRole {} carries cluster-wide {access}{note}",
+                g.object,
+                quoted([role_name].into_iter()),
             );
             f
         } else {
@@ -404,18 +523,17 @@ fn cluster_role_binding(
         f.bindings = vec![crb.metadata.name.clone()];
         out.push(f);
     }
-    if let (Some(severity), false) = (
-        opts.route_severity(),
-        subjects.is_empty() || access.reads_everything(),
-    ) {
-        out.extend(g.routes(
-            severity,
-            &subjects,
-            std::slice::from_ref(&crb.metadata.name),
-            false,
-        ));
+    if let (Some(severity), false) = (opts.route_severity(), access.reads_everything()) {
+        let bindings = std::slice::from_ref(&crb.metadata.name);
+        if !subjects.is_empty() {
+            out.extend(g.routes(severity, &subjects, bindings, false, ""));
+        } else if !crb.subjects.is_empty() {
+            // Shown, never acted on: an exemption should stay visible where it is used.
+            let note = opts.exemption_note(&crb.subjects);
+            out.extend(g.routes(Severity::Info, &crb.subjects, bindings, false, &note));
+        }
     }
-    out
+    Ok(out)
 }
 
 /// Roles and RoleBindings never grant beyond their namespace: reported for visibility only.
@@ -457,40 +575,68 @@ fn role(r: &Role, object: ObjectRef) -> Vec<Finding> {
     namespaced(object, "Role", &r.metadata.name, &rules, &[])
 }
 
-fn role_binding(rb: &RoleBinding, state: &ClusterState, object: ObjectRef) -> Vec<Finding> {
+fn role_binding(
+    rb: &RoleBinding,
+    state: &ClusterState,
+    object: ObjectRef,
+    budget: &Budget,
+) -> Result<Vec<Finding>, OverBudget> {
     let ns = rb.metadata.namespace.as_deref().unwrap_or_default();
     let name = rb.role_ref.name.as_str();
-    if rb.role_ref.kind == "ClusterRole" {
+    Ok(if rb.role_ref.kind == "ClusterRole" {
         // A RoleBinding grants an aggregated ClusterRole's effective rules, in one namespace.
         let Some(cr) = state.cluster_role(name) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let rules = EffectiveRules::of_cluster_role(cr, state);
+        let rules = EffectiveRules::of_cluster_role(cr, state, budget)?;
         namespaced(object, "ClusterRole", name, &rules, &rb.subjects)
     } else {
         let Some(role) = state.role(ns, name) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let rules = EffectiveRules::own(name, &role.rules);
         namespaced(object, "Role", name, &rules, &rb.subjects)
+    })
+}
+
+/// ` (aggregated into ClusterRole "a", which is aggregated into "b")`, innermost first; a long
+/// chain names its first links and its last.
+fn aggregation_chain(through: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let Some((last, inner)) = through.split_last() else {
+        return String::new();
+    };
+    let clip = |n: &str| super::text::clip(n, super::text::SHOWN_CHARS).into_owned();
+    let mut out = String::from(" (aggregated into ClusterRole ");
+    for (i, name) in inner.iter().take(SHOWN).enumerate() {
+        let link = if i == 0 {
+            ""
+        } else {
+            ", which is aggregated into "
+        };
+        out.push_str(&format!("{link}\"{}\"", clip(name)));
     }
+    if inner.len() > SHOWN {
+        out.push_str(&format!(", ... {} more ...", inner.len() - SHOWN));
+    }
+    let link = if inner.is_empty() {
+        ""
+    } else {
+        ", which is aggregated into "
+    };
+    out.push_str(&format!("{link}\"{}\")", clip(last)));
+    out
 }
 
 fn only_named(open: &OpenRoute) -> String {
     match &open.only_named {
-        Some(names) => format!(
-            " (only those named {})",
-            quoted(names.iter().map(String::as_str))
-        ),
+        Some(names) => format!(" (only those named {})", quoted(names.set().into_iter())),
         None => String::new(),
     }
 }
 
 fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names
-        .map(|n| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::text::quoted_list(names)
 }
 
 fn dedup<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {

@@ -111,13 +111,17 @@ pub fn describe_via(via: &[RuleRef], bound_role_kind: &str, bound_role: &str) ->
     const SHOWN: usize = 3;
     let mut parts: Vec<String> = Vec::new();
     let mut last_role: Option<&str> = None;
+    let clip = |n: &str| super::text::clip(n, super::text::SHOWN_CHARS).into_owned();
     for r in via.iter().take(SHOWN) {
         if last_role == Some(r.role.as_str()) {
             parts.push(format!("rule {} {}", r.rule, r.text));
         } else {
             parts.push(format!(
                 "{} \"{}\" rule {} {}",
-                r.role_kind, r.role, r.rule, r.text
+                r.role_kind,
+                clip(&r.role),
+                r.rule,
+                r.text
             ));
         }
         last_role = Some(&r.role);
@@ -128,7 +132,8 @@ pub fn describe_via(via: &[RuleRef], bound_role_kind: &str, bound_role: &str) ->
     let aggregated = via.iter().any(|r| r.role != bound_role);
     if aggregated {
         format!(
-            "via {bound_role_kind} \"{bound_role}\", which aggregates {}",
+            "via {bound_role_kind} \"{}\", which aggregates {}",
+            clip(bound_role),
             parts.join(", ")
         )
     } else {

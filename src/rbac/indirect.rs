@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::effective::EffectiveRules;
 use super::rule::{name_coverage, NameCoverage, ResourceRequest};
+use super::secrets::Names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -20,6 +21,9 @@ pub enum IndirectRoute {
     NodeProxy,
     Impersonate,
     EscalateOrBind,
+    /// `escalate`/`bind` limited to named roles, with the create/patch that writes and binds a
+    /// role of that name: any rules, in every namespace (the tenancy reconciler's own power).
+    NamedRoleGrant,
     ServiceAccountToken,
     WebhookConfigurations,
     ApproveCsr,
@@ -27,19 +31,21 @@ pub enum IndirectRoute {
 }
 
 const RBAC: &str = "rbac.authorization.k8s.io";
+const ADMREG: &str = "admissionregistration.k8s.io";
 
 /// (verb, apiGroup, resource, subresource) probes; a route is open when any rule allows any of
 /// its probes, judged by `RuleAllows` itself.
 type Probe = (&'static str, &'static str, &'static str, &'static str);
 
 impl IndirectRoute {
-    pub const ALL: [IndirectRoute; 10] = [
+    pub const ALL: [IndirectRoute; 11] = [
         Self::Workloads,
         Self::PodExec,
         Self::PodAttach,
         Self::NodeProxy,
         Self::Impersonate,
         Self::EscalateOrBind,
+        Self::NamedRoleGrant,
         Self::ServiceAccountToken,
         Self::WebhookConfigurations,
         Self::ApproveCsr,
@@ -95,41 +101,28 @@ impl IndirectRoute {
                 ("bind", RBAC, "roles", ""),
                 ("bind", RBAC, "clusterroles", ""),
             ],
+            // Judged by `named_role_grant`, which pairs rules by name.
+            Self::NamedRoleGrant => &[],
             Self::ServiceAccountToken => &[("create", "", "serviceaccounts", "token")],
+            // Deleting one switches its webhook off (secretscope's included).
             Self::WebhookConfigurations => &[
+                ("create", ADMREG, "mutatingwebhookconfigurations", ""),
+                ("update", ADMREG, "mutatingwebhookconfigurations", ""),
+                ("patch", ADMREG, "mutatingwebhookconfigurations", ""),
+                ("delete", ADMREG, "mutatingwebhookconfigurations", ""),
                 (
-                    "create",
-                    "admissionregistration.k8s.io",
+                    "deletecollection",
+                    ADMREG,
                     "mutatingwebhookconfigurations",
                     "",
                 ),
+                ("create", ADMREG, "validatingwebhookconfigurations", ""),
+                ("update", ADMREG, "validatingwebhookconfigurations", ""),
+                ("patch", ADMREG, "validatingwebhookconfigurations", ""),
+                ("delete", ADMREG, "validatingwebhookconfigurations", ""),
                 (
-                    "update",
-                    "admissionregistration.k8s.io",
-                    "mutatingwebhookconfigurations",
-                    "",
-                ),
-                (
-                    "patch",
-                    "admissionregistration.k8s.io",
-                    "mutatingwebhookconfigurations",
-                    "",
-                ),
-                (
-                    "create",
-                    "admissionregistration.k8s.io",
-                    "validatingwebhookconfigurations",
-                    "",
-                ),
-                (
-                    "update",
-                    "admissionregistration.k8s.io",
-                    "validatingwebhookconfigurations",
-                    "",
-                ),
-                (
-                    "patch",
-                    "admissionregistration.k8s.io",
+                    "deletecollection",
+                    ADMREG,
                     "validatingwebhookconfigurations",
                     "",
                 ),
@@ -173,6 +166,7 @@ impl IndirectRoute {
             Self::NodeProxy => "node-proxy",
             Self::Impersonate => "impersonate",
             Self::EscalateOrBind => "escalate-or-bind",
+            Self::NamedRoleGrant => "named-role-grant",
             Self::ServiceAccountToken => "serviceaccount-token",
             Self::WebhookConfigurations => "webhook-configurations",
             Self::ApproveCsr => "approve-csr",
@@ -207,13 +201,17 @@ impl IndirectRoute {
                 "escalate or bind any role (no resourceNames)",
                 "granting itself Secrets access",
             ),
+            Self::NamedRoleGrant => (
+                "write and bind roles with any rules",
+                "in every namespace (escalate/bind limited by resourceNames, with create/patch of that name): Secrets in all of them, one namespace at a time",
+            ),
             Self::ServiceAccountToken => (
                 "mint service account tokens (serviceaccounts/token)",
                 "acting as any service account",
             ),
             Self::WebhookConfigurations => (
-                "write admission webhook configurations",
-                "which can be pointed at every Secret written",
+                "write or delete admission webhook configurations",
+                "which can be pointed at every Secret written, or switch secretscope off",
             ),
             Self::ApproveCsr => (
                 "approve certificate signing requests",
@@ -235,55 +233,171 @@ impl fmt::Display for IndirectRoute {
 
 /// One open route with the indices (into the `EffectiveRules`) of the rules that open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenRoute {
+pub struct OpenRoute<'a> {
     pub route: IndirectRoute,
     pub rules: Vec<usize>,
     /// Set when every opening rule is limited by `resourceNames`: the objects it is limited to.
-    pub only_named: Option<BTreeSet<String>>,
+    pub only_named: Option<Names<'a>>,
 }
 
-pub fn indirect_routes(rules: &EffectiveRules<'_>) -> Vec<OpenRoute> {
+pub fn indirect_routes<'a>(rules: &EffectiveRules<'a>) -> Vec<OpenRoute<'a>> {
     IndirectRoute::ALL
         .into_iter()
-        .filter_map(|route| {
-            let mut opening = Vec::new();
-            let mut all_names = false;
-            let mut names = BTreeSet::new();
-            for (i, sr) in rules.iter().enumerate() {
-                let coverage = route
-                    .probes()
-                    .iter()
-                    .map(|&(verb, group, resource, sub)| {
-                        let req = ResourceRequest::new(verb, group, resource).subresource(sub);
-                        name_coverage(sr.rule, &req)
-                    })
-                    .max_by_key(|c| match c {
-                        NameCoverage::None => 0,
-                        NameCoverage::Named => 1,
-                        NameCoverage::All => 2,
-                    });
-                match coverage {
-                    Some(NameCoverage::All) => all_names = true,
-                    Some(NameCoverage::Named) if route.named_counts() => {
-                        names.extend(sr.rule.resource_names.iter().cloned())
-                    }
-                    _ => continue,
-                }
-                opening.push(i);
-            }
-            (!opening.is_empty()).then_some(OpenRoute {
-                route,
-                rules: opening,
-                only_named: (!all_names).then_some(names),
-            })
+        .filter_map(|route| match route {
+            IndirectRoute::NamedRoleGrant => named_role_grant(rules),
+            _ => probed_route(route, rules),
         })
         .collect()
+}
+
+fn probed_route<'a>(route: IndirectRoute, rules: &EffectiveRules<'a>) -> Option<OpenRoute<'a>> {
+    let mut opening = Vec::new();
+    let mut all_names = false;
+    let mut names = Names::default();
+    for (i, sr) in rules.iter().enumerate() {
+        let coverage = route
+            .probes()
+            .iter()
+            .map(|&(verb, group, resource, sub)| {
+                let req = ResourceRequest::new(verb, group, resource).subresource(sub);
+                name_coverage(sr.rule, &req)
+            })
+            .max_by_key(|c| match c {
+                NameCoverage::None => 0,
+                NameCoverage::Named => 1,
+                NameCoverage::All => 2,
+            });
+        match coverage {
+            Some(NameCoverage::All) => all_names = true,
+            Some(NameCoverage::Named) if route.named_counts() => names.add(&sr.rule.resource_names),
+            _ => continue,
+        }
+        opening.push(i);
+    }
+    (!opening.is_empty()).then_some(OpenRoute {
+        route,
+        rules: opening,
+        only_named: (!all_names).then_some(names),
+    })
+}
+
+/// `escalate` on roles named X with create/patch of a role named X writes Role X with any
+/// rules; `bind` on (cluster)roles named X with create/patch of (cluster)rolebindings binds it
+/// to anyone. Held cluster-wide, that is any rules, Secrets included, in every namespace.
+/// (Unrestricted escalate/bind is `EscalateOrBind`.)
+fn named_role_grant<'a>(rules: &EffectiveRules<'a>) -> Option<OpenRoute<'a>> {
+    let allows = |verb: &str, resource: &str, name: &str| -> Vec<usize> {
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, sr)| {
+                let req = ResourceRequest::new(verb, RBAC, resource);
+                match name_coverage(sr.rule, &req) {
+                    NameCoverage::All => true,
+                    NameCoverage::Named => {
+                        name.is_empty() || sr.rule.resource_names.iter().any(|n| n == name)
+                    }
+                    NameCoverage::None => false,
+                }
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let writes = |resource: &str, name: &str| {
+        let mut v = allows("create", resource, name);
+        v.extend(allows("patch", resource, name));
+        v
+    };
+    let mut opening = BTreeSet::new();
+    let mut names = Names::default();
+    for (i, sr) in rules.iter().enumerate() {
+        let rule = sr.rule;
+        if rule.resource_names.is_empty() {
+            continue;
+        }
+        for (verb, resource) in [
+            ("escalate", "roles"),
+            ("escalate", "clusterroles"),
+            ("bind", "roles"),
+            ("bind", "clusterroles"),
+        ] {
+            let req = ResourceRequest::new(verb, RBAC, resource);
+            if name_coverage(rule, &req) != NameCoverage::Named {
+                continue;
+            }
+            for name in &rule.resource_names {
+                // What the named escalate or bind is paired with: writing the role itself, or
+                // a binding of it (of any name).
+                let with = if verb == "escalate" {
+                    writes(resource, name)
+                } else if resource == "roles" {
+                    writes("rolebindings", "")
+                } else {
+                    let mut v = writes("rolebindings", "");
+                    v.extend(writes("clusterrolebindings", ""));
+                    v
+                };
+                if !with.is_empty() {
+                    opening.insert(i);
+                    opening.extend(with);
+                    names.add(std::slice::from_ref(name));
+                }
+            }
+        }
+    }
+    (!opening.is_empty()).then(|| OpenRoute {
+        route: IndirectRoute::NamedRoleGrant,
+        rules: opening.into_iter().collect(),
+        // Only the names that pair with a write; the rest of those lists open nothing.
+        only_named: Some(names),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rbac::model::PolicyRule;
+
+    fn open(rules: &[PolicyRule]) -> Vec<OpenRoute<'_>> {
+        indirect_routes(&EffectiveRules::own("r", rules))
+    }
+
+    /// Issue 8 hole 5: the tenancy reconciler's own power, named escalate/bind with the writes
+    /// that use it, is a route; either half alone is not.
+    #[test]
+    fn named_escalate_and_bind_with_writes_of_that_name() {
+        let r = |v: &[&str], res: &[&str], n: &[&str]| PolicyRule::of(v, &[RBAC], res, n);
+        let own = [
+            r(
+                &["create", "patch", "delete"],
+                &["roles", "rolebindings"],
+                &["secretscope-secrets"],
+            ),
+            r(&["escalate", "bind"], &["roles"], &["secretscope-secrets"]),
+        ];
+        let found = open(&own);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].route, IndirectRoute::NamedRoleGrant);
+        assert_eq!(found[0].rules, vec![0, 1]);
+        assert_eq!(
+            found[0].only_named.as_ref().map(Names::set),
+            Some(BTreeSet::from(["secretscope-secrets"]))
+        );
+        assert!(open(&own[1..]).is_empty(), "escalate/bind alone");
+        assert!(open(&own[..1]).is_empty(), "writes alone");
+        // Writes of another name do not pair with escalate, but a binding of any name pairs
+        // with bind.
+        let other = [
+            r(&["create"], &["roles"], &["other"]),
+            r(&["escalate"], &["roles"], &["secretscope-secrets"]),
+        ];
+        assert!(open(&other).is_empty());
+        let bind_any = [
+            r(&["create"], &["rolebindings"], &[]),
+            r(&["bind"], &["clusterroles"], &["tenant-secrets"]),
+        ];
+        assert_eq!(open(&bind_any)[0].route, IndirectRoute::NamedRoleGrant);
+    }
 
     fn routes(
         verbs: &[&str],
@@ -376,7 +490,23 @@ mod tests {
         );
         assert_eq!(
             routes(&["*"], &["*"], &["*"], &[]),
-            IndirectRoute::ALL.to_vec()
+            IndirectRoute::ALL
+                .into_iter()
+                .filter(|r| *r != NamedRoleGrant)
+                .collect::<Vec<_>>(),
+            "everything but the named pattern, which needs a named rule"
         );
+        for verb in ["delete", "deletecollection"] {
+            for resource in [
+                "validatingwebhookconfigurations",
+                "mutatingwebhookconfigurations",
+            ] {
+                assert_eq!(
+                    routes(&[verb], &["admissionregistration.k8s.io"], &[resource], &[]),
+                    vec![WebhookConfigurations],
+                    "{verb} {resource} switches a webhook off"
+                );
+            }
+        }
     }
 }

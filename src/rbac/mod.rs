@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod azure;
+pub mod budget;
 mod builtin;
 pub mod effective;
 pub mod evaluate;
@@ -13,6 +14,7 @@ pub mod rule;
 pub mod secrets;
 pub mod selector;
 pub mod state;
+pub mod text;
 
 pub use effective::{cluster_bindings, BindingPath, EffectiveRules, SourcedRule};
 pub use evaluate::{

@@ -90,9 +90,7 @@ impl PolicyRule {
 impl fmt::Display for PolicyRule {
     /// `(apiGroups [""], resources ["*"], verbs ["get","list"])`: the shape kubectl users know.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn list(items: &[String]) -> String {
-            serde_json::to_string(items).unwrap_or_default()
-        }
+        use super::text::json_list as list;
         let mut parts = Vec::new();
         if !self.non_resource_urls.is_empty() {
             parts.push(format!("nonResourceURLs {}", list(&self.non_resource_urls)));
@@ -194,9 +192,13 @@ pub struct Subject {
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use super::text::{clip, SHOWN_CHARS};
+        let name = clip(&self.name, SHOWN_CHARS);
         match (&*self.kind, &self.namespace) {
-            ("ServiceAccount", Some(ns)) => write!(f, "ServiceAccount \"{ns}/{}\"", self.name),
-            (kind, _) => write!(f, "{kind} \"{}\"", self.name),
+            ("ServiceAccount", Some(ns)) => {
+                write!(f, "ServiceAccount \"{}/{name}\"", clip(ns, SHOWN_CHARS))
+            }
+            (kind, _) => write!(f, "{} \"{name}\"", clip(kind, SHOWN_CHARS)),
         }
     }
 }
@@ -361,9 +363,11 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use super::text::{clip, SHOWN_CHARS};
+        let name = clip(&self.name, SHOWN_CHARS);
         match &self.namespace {
-            Some(ns) => write!(f, "{} \"{ns}/{}\"", self.kind, self.name),
-            None => write!(f, "{} \"{}\"", self.kind, self.name),
+            Some(ns) => write!(f, "{} \"{}/{name}\"", self.kind, clip(ns, SHOWN_CHARS)),
+            None => write!(f, "{} \"{name}\"", self.kind),
         }
     }
 }

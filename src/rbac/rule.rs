@@ -93,6 +93,45 @@ pub fn rule_allows_non_resource(rule: &PolicyRule, verb: &str, path: &str) -> bo
     verb_matches(rule, verb) && non_resource_url_matches(rule, path)
 }
 
+/// Whether `owner` alone grants everything `servant` grants, dimension by dimension (verbs,
+/// groups, resources, names, URLs), with `*` and `*/subresource` as the authorizer reads them.
+/// Stricter than the authorizer's `Covers` over a rule *set* (which splits a rule into single
+/// requests and lets several owner rules share them): a `false` here is only ever a false
+/// "not covered", which makes secretscope judge a rule it might have let pass, never the reverse.
+pub fn rule_covers(owner: &PolicyRule, servant: &PolicyRule) -> bool {
+    let has_all = |v: &[String]| v.iter().any(|x| x == ALL);
+    let each = |mine: &[String], theirs: &[String]| {
+        has_all(mine) || theirs.iter().all(|t| mine.contains(t))
+    };
+    let resources = has_all(&owner.resources)
+        || servant.resources.iter().all(|r| {
+            owner.resources.contains(r)
+                || r.split_once('/').is_some_and(|(res, sub)| {
+                    res != ALL
+                        && owner
+                            .resources
+                            .iter()
+                            .any(|o| o.strip_prefix("*/") == Some(sub))
+                })
+        });
+    let names = owner.resource_names.is_empty()
+        || (!servant.resource_names.is_empty()
+            && servant
+                .resource_names
+                .iter()
+                .all(|n| owner.resource_names.contains(n)));
+    let urls = servant.non_resource_urls.iter().all(|u| {
+        owner.non_resource_urls.iter().any(|o| {
+            o == ALL || o == u || (o.ends_with('*') && u.starts_with(o.trim_end_matches('*')))
+        })
+    });
+    each(&owner.verbs, &servant.verbs)
+        && (servant.resources.is_empty() || each(&owner.api_groups, &servant.api_groups))
+        && resources
+        && (servant.resources.is_empty() || names)
+        && urls
+}
+
 /// How a rule covers a request whose name is left open: for every name, for the names it lists,
 /// or not at all. This is `rule_allows` quantified over names, used to ask "does this rule grant
 /// `get secrets`" without picking a name.
@@ -128,6 +167,48 @@ pub fn verb_can_name(verb: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covers_dimension_by_dimension() {
+        let r = |v: &[&str], g: &[&str], res: &[&str], n: &[&str]| PolicyRule::of(v, g, res, n);
+        let owner = r(&["get", "list"], &[""], &["pods", "*/scale"], &[]);
+        assert!(rule_covers(&owner, &r(&["get"], &[""], &["pods"], &[])));
+        assert!(rule_covers(
+            &owner,
+            &r(&["list"], &[""], &["deployments/scale"], &["x"])
+        ));
+        assert!(!rule_covers(&owner, &r(&["get"], &[""], &["secrets"], &[])));
+        assert!(!rule_covers(&owner, &r(&["watch"], &[""], &["pods"], &[])));
+        assert!(!rule_covers(
+            &owner,
+            &r(&["get"], &["apps"], &["pods"], &[])
+        ));
+        assert!(!rule_covers(&owner, &r(&["get"], &[""], &["*"], &[])));
+        assert!(rule_covers(&owner, &r(&["get"], &[""], &["*/scale"], &[])));
+        assert!(!rule_covers(
+            &owner,
+            &r(&["get"], &[""], &["*/status"], &[])
+        ));
+        let named = r(&["get"], &[""], &["secrets"], &["a"]);
+        assert!(rule_covers(
+            &named,
+            &r(&["get"], &[""], &["secrets"], &["a"])
+        ));
+        assert!(!rule_covers(&named, &r(&["get"], &[""], &["secrets"], &[])));
+        assert!(!rule_covers(
+            &named,
+            &r(&["get"], &[""], &["secrets"], &["a", "b"])
+        ));
+        let all = r(&["*"], &["*"], &["*"], &[]);
+        assert!(rule_covers(&all, &r(&["*"], &["*"], &["*"], &[])));
+        let mut urls = PolicyRule::of(&["get"], &[], &[], &[]);
+        urls.non_resource_urls = vec!["/healthz/*".into()];
+        let mut asked = urls.clone();
+        asked.non_resource_urls = vec!["/healthz/etcd".into()];
+        assert!(rule_covers(&urls, &asked));
+        asked.non_resource_urls = vec!["/metrics".into()];
+        assert!(!rule_covers(&urls, &asked));
+    }
 
     fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
         PolicyRule::of(verbs, groups, resources, names)

@@ -67,21 +67,70 @@ impl fmt::Display for SecretsVerb {
 /// What one verb reaches: every Secret, or only the named ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Reach {
+pub enum Reach<'a> {
     All,
-    Named(BTreeSet<String>),
+    Named(Names<'a>),
+}
+
+/// The union of some rules' `resourceNames`, kept as the rules' own lists: a rule may name a
+/// great many objects and every verb and route it grants shares them, so they are neither
+/// copied nor collected until a reader asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names<'a>(Vec<&'a [String]>);
+
+impl<'a> Names<'a> {
+    pub fn add(&mut self, names: &'a [String]) {
+        if !self.0.iter().any(|n| std::ptr::eq(*n, names)) {
+            self.0.push(names);
+        }
+    }
+
+    /// Every name, once, sorted.
+    pub fn set(&self) -> BTreeSet<&'a str> {
+        self.0
+            .iter()
+            .flat_map(|n| n.iter().map(String::as_str))
+            .collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n.iter().any(|x| x == name))
+    }
+
+    pub fn is_subset(&self, other: &Names<'_>) -> bool {
+        self.0
+            .iter()
+            .flat_map(|n| n.iter())
+            .all(|x| other.contains(x))
+    }
+}
+
+impl<'a> FromIterator<&'a [String]> for Names<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a [String]>>(iter: I) -> Self {
+        let mut names = Self::default();
+        for n in iter {
+            names.add(n);
+        }
+        names
+    }
+}
+
+impl Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.set())
+    }
 }
 
 /// Secrets access granted by a rule set, with the rules that grant it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretsAccess {
-    grants: Vec<(SecretsVerb, Reach)>,
+pub struct SecretsAccess<'a> {
+    grants: Vec<(SecretsVerb, Reach<'a>)>,
     /// Indices into the evaluated `EffectiveRules` of the rules granting any of it.
     pub granting_rules: Vec<usize>,
 }
 
-impl SecretsAccess {
-    pub fn of(rules: &EffectiveRules<'_>) -> Self {
+impl<'a> SecretsAccess<'a> {
+    pub fn of(rules: &EffectiveRules<'a>) -> Self {
         let mut access = Self::default();
         let mut granting = BTreeSet::new();
         for verb in SecretsVerb::ALL {
@@ -93,10 +142,9 @@ impl SecretsAccess {
                     NameCoverage::All => reach = Some(Reach::All),
                     NameCoverage::Named => match &mut reach {
                         Some(Reach::All) => {}
-                        Some(Reach::Named(names)) => names.extend(rule.resource_names.clone()),
+                        Some(Reach::Named(have)) => have.add(&rule.resource_names),
                         None => {
-                            reach =
-                                Some(Reach::Named(rule.resource_names.iter().cloned().collect()))
+                            reach = Some(Reach::Named(Names::from_iter([&rule.resource_names[..]])))
                         }
                     },
                 }
@@ -114,7 +162,7 @@ impl SecretsAccess {
         self.grants.is_empty()
     }
 
-    pub fn grants(&self) -> &[(SecretsVerb, Reach)] {
+    pub fn grants(&self) -> &[(SecretsVerb, Reach<'a>)] {
         &self.grants
     }
 
@@ -122,7 +170,7 @@ impl SecretsAccess {
         self.grants.iter().map(|(v, _)| *v).collect()
     }
 
-    pub fn reach(&self, verb: SecretsVerb) -> Option<&Reach> {
+    pub fn reach(&self, verb: SecretsVerb) -> Option<&Reach<'a>> {
         self.grants.iter().find(|(v, _)| *v == verb).map(|(_, r)| r)
     }
 
@@ -144,11 +192,11 @@ impl SecretsAccess {
     }
 
     /// Every name a named grant is limited to.
-    pub fn names(&self) -> BTreeSet<&str> {
+    pub fn names(&self) -> BTreeSet<&'a str> {
         self.grants
             .iter()
             .filter_map(|(_, r)| match r {
-                Reach::Named(n) => Some(n.iter().map(String::as_str)),
+                Reach::Named(n) => Some(n.set()),
                 Reach::All => None,
             })
             .flatten()
@@ -156,7 +204,7 @@ impl SecretsAccess {
     }
 }
 
-impl fmt::Display for SecretsAccess {
+impl fmt::Display for SecretsAccess<'_> {
     /// `read of Secrets (get, list)`, `read and write of Secrets (get, update; ...)`, with named
     /// grants spelled out: `write of Secrets named "a" (update)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,10 +235,10 @@ fn describe(verbs: impl Iterator<Item = SecretsVerb>, names: Option<&BTreeSet<&s
     };
     let target = match names {
         None => "Secrets".to_string(),
-        Some(names) => {
-            let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-            format!("Secrets named {}", quoted.join(", "))
-        }
+        Some(names) => format!(
+            "Secrets named {}",
+            super::text::quoted_list(names.iter().copied())
+        ),
     };
     let list: Vec<&str> = verbs.iter().map(|v| v.as_str()).collect();
     let note = if writes {
@@ -208,12 +256,14 @@ mod tests {
 
     type Spec<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a [&'a str]);
 
-    fn access(specs: &[Spec<'_>]) -> SecretsAccess {
+    /// The rules are leaked so the access may borrow them: a few bytes per test.
+    fn access(specs: &[Spec<'_>]) -> SecretsAccess<'static> {
         let r: Vec<PolicyRule> = specs
             .iter()
             .map(|(v, g, r, n)| PolicyRule::of(v, g, r, n))
             .collect();
-        SecretsAccess::of(&EffectiveRules::own("r", &r))
+        let r: &'static [PolicyRule] = Box::leak(r.into_boxed_slice());
+        SecretsAccess::of(&EffectiveRules::own("r", r))
     }
 
     #[test]

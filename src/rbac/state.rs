@@ -1,20 +1,32 @@
 //! `ClusterState`: an immutable view of the cluster's RBAC objects, indexed for the questions
-//! the engine asks (role by name, bindings by role, aggregating roles). Built once per change,
-//! read by every review without locks.
+//! the engine asks (role by name, bindings by role, roles by label, aggregators by what their
+//! selectors need). Built once per change, read by every review without locks. A review touches
+//! only the entries these indexes hand it, never every role: with thousands of aggregating roles
+//! a scan per step would make one review quadratic in the cluster.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::builtin;
 use super::model::{
-    ClusterRole, ClusterRoleBinding, ObjectRef, RbacKind, RbacObject, Role, RoleBinding,
+    ClusterRole, ClusterRoleBinding, LabelSelector, ObjectRef, RbacKind, RbacObject, Role,
+    RoleBinding, SelectorOperator,
 };
 
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     cluster_roles: HashMap<String, Arc<ClusterRole>>,
-    /// The ClusterRoles with an `aggregationRule`: few, and asked for on every review.
+    /// ClusterRole names by label `(key, value)` and by label key: the candidates a selector's
+    /// `matchLabels`, `In` or `Exists` requirement can match.
+    roles_by_label: HashMap<(String, String), BTreeSet<String>>,
+    roles_by_label_key: HashMap<String, BTreeSet<String>>,
+    /// The ClusterRoles with an `aggregationRule`, indexed by one requirement every role a
+    /// selector selects must meet (its anchor); selectors with none (`{}`, `NotIn`,
+    /// `DoesNotExist` only) are `unanchored` and always asked.
     aggregators: HashMap<String, Arc<ClusterRole>>,
+    aggregators_by_label: HashMap<(String, String), BTreeSet<String>>,
+    aggregators_by_label_key: HashMap<String, BTreeSet<String>>,
+    unanchored_aggregators: BTreeSet<String>,
     cluster_role_bindings: HashMap<String, Arc<ClusterRoleBinding>>,
     /// ClusterRoleBindings by the ClusterRole they reference.
     bindings_by_role: HashMap<String, Vec<Arc<ClusterRoleBinding>>>,
@@ -61,11 +73,27 @@ impl ClusterState {
         match object {
             RbacObject::ClusterRole(cr) => {
                 let name = cr.metadata.name.clone();
+                self.remove_cluster_role(&name);
                 let cr = Arc::new(cr);
-                if cr.aggregation_rule.is_some() {
+                for (k, v) in &cr.metadata.labels {
+                    add(&mut self.roles_by_label, (k.clone(), v.clone()), &name);
+                    add(&mut self.roles_by_label_key, k.clone(), &name);
+                }
+                if let Some(agg) = &cr.aggregation_rule {
+                    for selector in &agg.cluster_role_selectors {
+                        match Anchor::of(selector) {
+                            Anchor::Labels(pairs) => {
+                                for pair in pairs {
+                                    add(&mut self.aggregators_by_label, pair, &name);
+                                }
+                            }
+                            Anchor::Key(key) => add(&mut self.aggregators_by_label_key, key, &name),
+                            Anchor::None => {
+                                self.unanchored_aggregators.insert(name.clone());
+                            }
+                        }
+                    }
                     self.aggregators.insert(name.clone(), cr.clone());
-                } else {
-                    self.aggregators.remove(&name);
                 }
                 self.cluster_roles.insert(name, cr);
             }
@@ -111,7 +139,12 @@ impl ClusterState {
         match kind {
             RbacKind::ClusterRole => {
                 self.cluster_roles.clear();
+                self.roles_by_label.clear();
+                self.roles_by_label_key.clear();
                 self.aggregators.clear();
+                self.aggregators_by_label.clear();
+                self.aggregators_by_label_key.clear();
+                self.unanchored_aggregators.clear();
             }
             RbacKind::ClusterRoleBinding => {
                 self.cluster_role_bindings.clear();
@@ -126,7 +159,28 @@ impl ClusterState {
     }
 
     pub fn remove_cluster_role(&mut self, name: &str) {
-        self.cluster_roles.remove(name);
+        let Some(old) = self.cluster_roles.remove(name) else {
+            return;
+        };
+        for (k, v) in &old.metadata.labels {
+            drop_from(&mut self.roles_by_label, &(k.clone(), v.clone()), name);
+            drop_from(&mut self.roles_by_label_key, k, name);
+        }
+        if let Some(agg) = &old.aggregation_rule {
+            for selector in &agg.cluster_role_selectors {
+                match Anchor::of(selector) {
+                    Anchor::Labels(pairs) => {
+                        for pair in pairs {
+                            drop_from(&mut self.aggregators_by_label, &pair, name);
+                        }
+                    }
+                    Anchor::Key(key) => drop_from(&mut self.aggregators_by_label_key, &key, name),
+                    Anchor::None => {
+                        self.unanchored_aggregators.remove(name);
+                    }
+                }
+            }
+        }
         self.aggregators.remove(name);
     }
 
@@ -155,8 +209,55 @@ impl ClusterState {
 
     /// ClusterRoles with an `aggregationRule`.
     pub fn aggregators(&self) -> impl Iterator<Item = &ClusterRole> {
-        self.cluster_roles()
-            .filter(|r| r.aggregation_rule.is_some())
+        self.aggregators.values().map(|r| &**r)
+    }
+
+    /// The ClusterRoles `selector` may select: a superset, to be checked with
+    /// `selector_matches`, drawn from the label index when the selector has an anchor.
+    pub fn selection_candidates<'s>(
+        &'s self,
+        selector: &LabelSelector,
+    ) -> Box<dyn Iterator<Item = &'s ClusterRole> + 's> {
+        let names: Vec<&'s BTreeSet<String>> = match Anchor::of(selector) {
+            // Disjoint postings: a role has one value per key.
+            Anchor::Labels(pairs) => pairs
+                .iter()
+                .filter_map(|pair| self.roles_by_label.get(pair))
+                .collect(),
+            Anchor::Key(key) => self.roles_by_label_key.get(&key).into_iter().collect(),
+            Anchor::None => return Box::new(self.cluster_roles()),
+        };
+        let roles = &self.cluster_roles;
+        Box::new(
+            names
+                .into_iter()
+                .flatten()
+                .filter_map(move |n| roles.get(n).map(|r| &**r)),
+        )
+    }
+
+    /// The aggregating ClusterRoles that may select a role carrying `labels`: a superset (each
+    /// name once), to be checked against their selectors.
+    pub fn aggregator_candidates<'s>(
+        &'s self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'s ClusterRole> + 's {
+        let mut names: BTreeSet<&'s str> = self
+            .unanchored_aggregators
+            .iter()
+            .map(String::as_str)
+            .collect();
+        for (k, v) in labels {
+            if let Some(set) = self.aggregators_by_label.get(&(k.clone(), v.clone())) {
+                names.extend(set.iter().map(String::as_str));
+            }
+            if let Some(set) = self.aggregators_by_label_key.get(k) {
+                names.extend(set.iter().map(String::as_str));
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|n| self.aggregators.get(n).map(|r| &**r))
     }
 
     /// ClusterRoleBindings whose roleRef names this ClusterRole.
@@ -190,6 +291,64 @@ impl ClusterState {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A requirement every role a selector selects must meet, usable as an index key.
+enum Anchor {
+    /// One of these labels `(key, value)`: a selected role carries at least one. For
+    /// matchLabels a single pair (the role carries them all); for `In`, one per value.
+    Labels(Vec<(String, String)>),
+    /// The label key must be present (`Exists`).
+    Key(String),
+    /// Nothing indexable: `{}`, or only `NotIn` / `DoesNotExist`.
+    None,
+}
+
+impl Anchor {
+    fn of(selector: &LabelSelector) -> Self {
+        if let Some((k, v)) = selector.match_labels.iter().next() {
+            return Self::Labels(vec![(k.clone(), v.clone())]);
+        }
+        // `In` with several values is indexed under each; an `In` with none selects nothing,
+        // which the empty list expresses.
+        if let Some(req) = selector
+            .match_expressions
+            .iter()
+            .find(|r| r.operator == SelectorOperator::In)
+        {
+            return Self::Labels(
+                req.values
+                    .iter()
+                    .map(|v| (req.key.clone(), v.clone()))
+                    .collect(),
+            );
+        }
+        if let Some(req) = selector
+            .match_expressions
+            .iter()
+            .find(|r| r.operator == SelectorOperator::Exists)
+        {
+            return Self::Key(req.key.clone());
+        }
+        Self::None
+    }
+}
+
+fn add<K: std::hash::Hash + Eq>(index: &mut HashMap<K, BTreeSet<String>>, key: K, name: &str) {
+    index.entry(key).or_default().insert(name.to_string());
+}
+
+fn drop_from<K, Q>(index: &mut HashMap<K, BTreeSet<String>>, key: &Q, name: &str)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(set) = index.get_mut(key) {
+        set.remove(name);
+        if set.is_empty() {
+            index.remove(key);
+        }
     }
 }
 

@@ -18,7 +18,7 @@ fn judge(object: &str, state_yaml: &str, opts: &EvalOptions) -> Vec<Finding> {
     if !state_yaml.trim().is_empty() {
         state.extend(objects(state_yaml));
     }
-    evaluate(&one(object), &state, opts)
+    evaluate(&one(object), &state, opts).expect("within budget")
 }
 
 fn severities(findings: &[Finding]) -> Vec<(Severity, Route)> {
@@ -222,24 +222,142 @@ subjects: [{kind: User, name: u}]
     let mut state = ClusterState::new();
     state.extend(objects(cyclic));
     for o in objects(cyclic) {
-        let f = evaluate(&o, &state, &EvalOptions::default());
+        let f = evaluate(&o, &state, &EvalOptions::default()).expect("within budget");
         assert!(f.iter().any(|f| f.severity == Severity::Deny), "{o:?}");
     }
 }
 
+/// The default policy, as `serve` and `check` run it.
+fn default_opts() -> EvalOptions {
+    crate::policy::Policy::default().eval
+}
+
+const BIND_BOB_TO_VIEW: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: everyone-views}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects:
+- {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}
+"#;
+
+fn denies(f: &[Finding]) -> bool {
+    f.iter()
+        .any(|f| f.severity == Severity::Deny && f.route == Route::Secrets)
+}
+
+/// Issue 8 hole 1: no exemption by choosing a name. A role *named* `system:...` that aggregates
+/// a Secrets rule into a cluster-wide `view` is judged like any other.
 #[test]
-fn exempt_roles_are_not_judged_but_bindings_to_them_are() {
+fn a_system_name_earns_no_exemption() {
+    let squatter = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:anything
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+- {apiGroups: [""], resources: [secrets], verbs: [get, list]}
+"#;
+    let f = judge(squatter, BIND_BOB_TO_VIEW, &default_opts());
+    assert!(denies(&f), "{f:#?}");
+    assert!(
+        f[0].message
+            .contains(r#"(aggregated into ClusterRole "view")"#),
+        "{}",
+        f[0].message
+    );
+    // Without a cluster-wide view it is only an unbound Secrets role.
+    let f = judge(squatter, "", &default_opts());
+    assert!(!denies(&f));
+}
+
+/// Issue 8 hole 1, UPDATE: a bootstrap role is exempt only for what its bootstrap definition
+/// grants; a rule added to `system:aggregate-to-view` is judged.
+#[test]
+fn a_rule_added_to_a_bootstrap_role_is_judged() {
+    let state = ClusterState::with_builtins();
+    let mut role = state
+        .cluster_role("system:aggregate-to-view")
+        .cloned()
+        .expect("bootstrap role");
+    let as_defined = judge_object(&RbacObject::ClusterRole(role.clone()), BIND_BOB_TO_VIEW);
+    assert!(
+        as_defined.iter().all(|f| f.severity == Severity::Info),
+        "{as_defined:#?}"
+    );
+    role.rules
+        .push(PolicyRule::of(&["get"], &[""], &["secrets"], &[]));
+    let added = judge_object(&RbacObject::ClusterRole(role), BIND_BOB_TO_VIEW);
+    assert!(denies(&added), "{added:#?}");
+    assert_eq!(added[0].verbs, vec!["get"]);
+    assert_eq!(
+        added[0].via.len(),
+        1,
+        "only the added rule is named: {:?}",
+        added[0].via
+    );
+}
+
+/// Issue 8 hole 1, bound directly: a `system:`-named role already granted by a
+/// ClusterRoleBinding gets a Secrets rule by UPDATE.
+#[test]
+fn a_bound_system_named_role_is_judged() {
+    let role = READER.replace("name: y", "name: \"system:monitoring\"");
+    let bind = BIND_BOB_TO_Y.replace("name: y", "name: \"system:monitoring\"");
+    let f = judge(&role, &bind, &default_opts());
+    assert!(denies(&f), "{f:#?}");
+}
+
+/// A bootstrap role with a label its definition lacks aggregates somewhere new: every rule it
+/// holds is judged there, bootstrap ones included.
+#[test]
+fn a_bootstrap_role_aggregated_somewhere_new_is_judged_in_full() {
+    let state = ClusterState::with_builtins();
+    let mut role = state
+        .cluster_role("system:aggregate-to-edit")
+        .cloned()
+        .unwrap();
+    assert!(
+        judge_object(&RbacObject::ClusterRole(role.clone()), BIND_BOB_TO_VIEW)
+            .iter()
+            .all(|f| f.severity == Severity::Info)
+    );
+    role.metadata.labels.insert(
+        "rbac.authorization.k8s.io/aggregate-to-view".into(),
+        "true".into(),
+    );
+    let f = judge_object(&RbacObject::ClusterRole(role), BIND_BOB_TO_VIEW);
+    assert!(denies(&f), "{f:#?}");
+}
+
+/// Configured exemptions: by exact name, for direct bindings only; aggregation is judged; and
+/// bindings to a bootstrap role are judged by everything the role grants.
+#[test]
+fn configured_exemptions_cover_direct_bindings_only() {
     let opts = EvalOptions {
-        exempt_roles: NameGlobs::new(&["cluster-admin", "system:*"]).unwrap(),
-        ..Default::default()
+        exempt_roles: NameGlobs::new(&["platform-reader"]).unwrap(),
+        ..default_opts()
     };
-    let sys = READER.replace("name: y", "name: system:thing");
-    assert!(judge(&sys, BIND_BOB_TO_Y, &opts).is_empty());
+    let role = READER.replace("name: y", "name: platform-reader");
+    let bind = BIND_BOB_TO_Y.replace("name: y", "name: platform-reader");
+    assert!(!denies(&judge(&role, &bind, &opts)));
+    let aggregated = role.replace(
+        "metadata: {name: platform-reader}",
+        "metadata: {name: platform-reader, labels: {rbac.authorization.k8s.io/aggregate-to-view: \"true\"}}",
+    );
+    assert!(denies(&judge(&aggregated, BIND_BOB_TO_VIEW, &opts)));
 
     let bind_ca = BIND_BOB_TO_Y.replace("name: y", "name: cluster-admin");
     let f = judge(&bind_ca, "", &opts);
     assert_eq!(f[0].severity, Severity::Deny);
     assert!(f[0].message.contains("read and write of Secrets"));
+}
+
+fn judge_object(object: &RbacObject, state_yaml: &str) -> Vec<Finding> {
+    let mut state = ClusterState::with_builtins();
+    state.extend(objects(state_yaml));
+    evaluate(object, &state, &default_opts()).expect("within budget")
 }
 
 #[test]
@@ -249,6 +367,7 @@ fn exempt_subjects_do_not_count_as_grantees() {
             kind: "ServiceAccount".into(),
             name: NameGlobs::new(&["*"]).unwrap(),
             namespace: Some(NameGlobs::new(&["kube-system"]).unwrap()),
+            reason: None,
         }],
         ..Default::default()
     };
