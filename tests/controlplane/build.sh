@@ -16,16 +16,6 @@ repo="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo/target}"
 case "$target" in /*) ;; *) target="$repo/$target" ;; esac
 
-if ! command -v go >/dev/null 2>&1; then
-    cat >&2 <<'EOF'
-build.sh: `go` is not on PATH; it is needed to build kube-apiserver, kube-controller-manager
-and etcd for the real-cluster tests. Install Go 1.26 or newer (https://go.dev/dl/, or
-`apt-get install golang-go` where the distribution ships 1.26+) and put it on PATH.
-Go fetches the pinned modules from the Go module proxy on first build.
-EOF
-    exit 3
-fi
-
 hash="$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)"
 out="$target/controlplane/$hash"
 bins=(etcd kube-apiserver kube-controller-manager)
@@ -38,6 +28,16 @@ have_all() {
 if have_all; then
     echo "$out"
     exit 0
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+    cat >&2 <<'EOF'
+build.sh: `go` is not on PATH; it is needed to build kube-apiserver, kube-controller-manager
+and etcd for the real-cluster tests. Install Go 1.26 or newer (https://go.dev/dl/, or
+`apt-get install golang-go` where the distribution ships 1.26+) and put it on PATH.
+Go fetches the pinned modules from the Go module proxy on first build.
+EOF
+    exit 3
 fi
 
 mkdir -p "$target/controlplane"

@@ -1,0 +1,753 @@
+//! Harness for tests against a real control plane: etcd, kube-apiserver and
+//! kube-controller-manager, built from the Go modules pinned in `tests/controlplane/` and run on
+//! loopback with certificates made here.
+//!
+//! One control plane per test binary, started on first use by [`control_plane`] and stopped
+//! when the test process ends. Its processes are started from one long-lived thread with
+//! `PR_SET_PDEATHSIG`, so the kernel kills them even if the test process is killed; an `atexit`
+//! handler also kills them and removes the run directory on a normal exit. Every run uses fresh
+//! ports and a fresh directory, so leftovers of an earlier run cannot interfere.
+//!
+//! Without Go the binaries cannot be built: with `CI=true` that fails the test, otherwise the
+//! test prints what is missing and returns early (see [`control_plane`]).
+//!
+//! Environment:
+//! - `SECRETSCOPE_CONTROLPLANE_BIN`: a directory already holding `etcd`, `kube-apiserver` and
+//!   `kube-controller-manager`; skips `tests/controlplane/build.sh`.
+//! - `SECRETSCOPE_KEEP_CONTROLPLANE=1`: keep the run directory (certificates, kubeconfig, logs).
+
+#![allow(dead_code)] // each test file uses part of the harness
+
+use std::ffi::{c_int, c_ulong};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+
+/// How long each stage of start-up may take (a loaded 2-core machine needs ~10-30 s in all).
+const ETCD_READY: Duration = Duration::from_secs(30);
+const APISERVER_READY: Duration = Duration::from_secs(120);
+const CONTROLLER_MANAGER_READY: Duration = Duration::from_secs(90);
+/// Start-up is retried with fresh ports when a port picked as free was taken meanwhile.
+const ATTEMPTS: usize = 3;
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// A running control plane. Clients are made per call: a `kube::Client` belongs to the Tokio
+/// runtime it was made on, and each `#[tokio::test]` has its own.
+pub struct ControlPlane {
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// The run directory: certificates, kubeconfig, etcd data, logs.
+    pub dir: PathBuf,
+    /// Where the binaries are.
+    pub bin_dir: PathBuf,
+    /// The cluster CA (it signed the API server's serving certificate and the client certificates).
+    pub ca_pem: String,
+    /// An admin kubeconfig (client certificate, O=system:masters), also written to `kubeconfig_path`.
+    pub kubeconfig: String,
+    pub kubeconfig_path: PathBuf,
+    /// `kubectl version`-style `gitVersion` of the API server.
+    pub version: String,
+    /// How long start-up took (after the binaries were built).
+    pub startup: Duration,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+enum Unavailable {
+    /// A tool is missing: skip unless CI.
+    Missing(String),
+    /// Present but broken: always a failure.
+    Failed(String),
+}
+
+static CONTROL_PLANE: OnceLock<Result<ControlPlane, Unavailable>> = OnceLock::new();
+
+/// The control plane of this test binary, started on first call (which blocks until it is ready:
+/// up to a few minutes when the binaries must first be built).
+///
+/// `None` means the test should return early: the Go toolchain is missing and this is not CI (the
+/// reason is printed). With `CI=true` a missing toolchain panics instead, as does any failure to
+/// build or start.
+pub fn control_plane() -> Option<&'static ControlPlane> {
+    match CONTROL_PLANE.get_or_init(start_on_spawner_thread) {
+        Ok(cp) => Some(cp),
+        Err(Unavailable::Failed(why)) => panic!("real control plane: {why}"),
+        Err(Unavailable::Missing(why)) if is_ci() => {
+            panic!("real control plane: {why}\n(CI is set, so a missing tool is a failure, not a skip)")
+        }
+        Err(Unavailable::Missing(why)) => {
+            // Past libtest's output capture, so a skip is visible in a plain `cargo test`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (real control plane unavailable): {why}"
+            );
+            None
+        }
+    }
+}
+
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+impl ControlPlane {
+    /// A client with cluster-admin rights (client certificate in group `system:masters`).
+    pub async fn admin_client(&self) -> Client {
+        client_from_kubeconfig(&self.kubeconfig).await
+    }
+
+    /// A kubeconfig (YAML text) authenticating with a bearer token.
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        kubeconfig_yaml(&self.server, &self.ca_pem, &format!("    token: {token}\n"))
+    }
+
+    /// A kubeconfig (YAML text) authenticating with a client certificate for `user`, in `group`
+    /// if given (certificate subject CN=user, O=group).
+    pub fn kubeconfig_for_user(&self, user: &str, group: Option<&str>) -> String {
+        let (cert, key) = client_cert(&self.issuer, user, group).expect("client certificate");
+        kubeconfig_yaml(&self.server, &self.ca_pem, &client_cert_auth(&cert, &key))
+    }
+
+    /// A client authenticating with a bearer token.
+    pub async fn client_with_token(&self, token: &str) -> Client {
+        client_from_kubeconfig(&self.kubeconfig_with_token(token)).await
+    }
+
+    /// A client authenticating as `user` (in `group`) with a client certificate.
+    pub async fn client_for_user(&self, user: &str, group: Option<&str>) -> Client {
+        client_from_kubeconfig(&self.kubeconfig_for_user(user, group)).await
+    }
+
+    /// A bearer token for ServiceAccount `namespace/name` (which must exist), from the
+    /// TokenRequest API, valid for an hour, for the API server's audience.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let api: Api<ServiceAccount> = Api::namespaced(self.admin_client().await, namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: None, // the API server's own
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let response = api
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("TokenRequest for {namespace}/{name}: {e}"));
+        response
+            .status
+            .and_then(|s| s.token)
+            .unwrap_or_else(|| panic!("TokenRequest for {namespace}/{name}: no token in status"))
+    }
+
+    /// The last `lines` lines of a component's log (`etcd`, `kube-apiserver`,
+    /// `kube-controller-manager`), for failure messages.
+    pub fn log_tail(&self, component: &str, lines: usize) -> String {
+        tail(&self.dir.join(format!("{component}.log")), lines)
+    }
+}
+
+/// A name no other test of this run (or an earlier run against the same cluster) has used.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{:x}",
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos & 0xfffff
+    )
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`; panics naming
+/// `what` when time runs out.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn client_from_kubeconfig(yaml: &str) -> Client {
+    let kubeconfig = Kubeconfig::from_yaml(yaml).expect("parse kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig to client config");
+    Client::try_from(config).expect("kube client")
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\nusers:\n- name: user\n  user:\n{user}contexts:\n\
+         - name: real\n  context:\n    cluster: real\n    user: user\n    namespace: default\n\
+         current-context: real\n",
+        ca = b64(ca_pem.as_bytes()),
+    )
+}
+
+fn client_cert_auth(cert_pem: &str, key_pem: &str) -> String {
+    format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(cert_pem.as_bytes()),
+        b64(key_pem.as_bytes())
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    serving: (String, String),
+    admin: (String, String),
+    /// The ServiceAccount token signing key (ECDSA P-256, PKCS#8) and its public key.
+    sa_key_pem: String,
+    sa_pub_pem: String,
+}
+
+fn pki() -> Result<Pki, rcgen::Error> {
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "secretscope test cluster CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let serving_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut serving = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+        "10.0.0.1".to_string(),
+    ])?;
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_pem = serving.signed_by(&serving_key, &issuer)?.pem();
+
+    let admin = client_cert(&issuer, "secretscope-test-admin", Some("system:masters"))?;
+    let sa = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    Ok(Pki {
+        ca_pem,
+        serving: (serving_pem, serving_key.serialize_pem()),
+        admin,
+        sa_key_pem: sa.serialize_pem(),
+        sa_pub_pem: sa.public_key_pem(),
+        issuer,
+    })
+}
+
+/// A client certificate and key (PEM) for `user` in `group`.
+fn client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    group: Option<&str>,
+) -> Result<(String, String), rcgen::Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    if let Some(group) = group {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, group);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok((params.signed_by(&key, issuer)?.pem(), key.serialize_pem()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// Every process started, killed by `cleanup` at exit.
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+static RUN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" {
+    fn prctl(option: c_int, ...) -> c_int;
+    fn getppid() -> c_int;
+    fn atexit(callback: extern "C" fn()) -> c_int;
+}
+const PR_SET_PDEATHSIG: c_int = 1;
+const SIGKILL: c_ulong = 9;
+const ESRCH: i32 = 3;
+
+extern "C" fn cleanup() {
+    // try_lock: never block process exit on a lock a dying thread may hold.
+    if let Ok(mut children) = CHILDREN.try_lock() {
+        for child in children.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        children.clear();
+    }
+    if std::env::var_os("SECRETSCOPE_KEEP_CONTROLPLANE").is_none() {
+        if let Some(dir) = RUN_DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Starts `cmd` so the kernel SIGKILLs it when the thread that started it ends (and so when
+/// the test process ends, however it ends), logging to `<dir>/<name>.log`.
+fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Result<u32, String> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))
+        .map_err(|e| format!("create {name}.log: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| format!("{name}.log: {e}"))?;
+    let parent = std::process::id() as c_int;
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec, no allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            if prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before prctl took effect: do not outlive it.
+            if getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
+    let pid = child.id();
+    CHILDREN.lock().unwrap().push(child);
+    Ok(pid)
+}
+
+/// `Some(status)` once the process `pid` started by `spawn` has exited.
+fn exited(pid: u32) -> Option<std::process::ExitStatus> {
+    let mut children = CHILDREN.lock().unwrap();
+    let child = children.iter_mut().find(|c| c.id() == pid)?;
+    child.try_wait().ok().flatten()
+}
+
+fn kill_all() {
+    let mut children = CHILDREN.lock().unwrap();
+    for child in children.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    children.clear();
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    // Held together, so the N ports differ.
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bind a loopback port: {e}"))?;
+    let mut ports = [0; N];
+    for (port, l) in ports.iter_mut().zip(&listeners) {
+        *port = l.local_addr().map_err(|e| e.to_string())?.port();
+    }
+    Ok(ports)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up
+
+/// Starts the control plane from a thread that then lives as long as the process: the
+/// parent-death signal fires when the *thread* that forked a child ends, and libtest ends each
+/// test's thread after the test.
+fn start_on_spawner_thread() -> Result<ControlPlane, Unavailable> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("real-control-plane".into())
+        .spawn(move || {
+            let _ = tx.send(start());
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| Unavailable::Failed(format!("spawn thread: {e}")))?;
+    rx.recv()
+        .unwrap_or_else(|_| Err(Unavailable::Failed("start-up thread panicked".into())))
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the three binaries, building them if needed.
+fn binaries() -> Result<PathBuf, Unavailable> {
+    let names = ["etcd", "kube-apiserver", "kube-controller-manager"];
+    if let Some(dir) = std::env::var_os("SECRETSCOPE_CONTROLPLANE_BIN") {
+        let dir = PathBuf::from(dir);
+        return match names.iter().find(|n| !dir.join(n).is_file()) {
+            None => Ok(dir),
+            Some(n) => Err(Unavailable::Failed(format!(
+                "SECRETSCOPE_CONTROLPLANE_BIN={} has no {n}",
+                dir.display()
+            ))),
+        };
+    }
+    let script = repo_root().join("tests/controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit()) // build progress, past libtest's capture
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Unavailable::Missing(
+                "`bash` is not on PATH (needed to run tests/controlplane/build.sh)".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(Unavailable::Failed(format!(
+                "run {}: {e}",
+                script.display()
+            )))
+        }
+    };
+    match out.status.code() {
+        Some(0) => {}
+        Some(3) => {
+            return Err(Unavailable::Missing(
+                "the Go toolchain (`go`, 1.26 or newer) is not on PATH; it builds kube-apiserver, \
+                 kube-controller-manager and etcd from tests/controlplane/go.mod. Install it from \
+                 https://go.dev/dl/ and rerun; `bash tests/controlplane/build.sh` builds ahead."
+                    .into(),
+            ))
+        }
+        _ => {
+            return Err(Unavailable::Failed(format!(
+                "{} failed ({}); its output is above",
+                script.display(),
+                out.status
+            )))
+        }
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    match names.iter().find(|n| !dir.join(n).is_file()) {
+        None => Ok(dir),
+        Some(n) => Err(Unavailable::Failed(format!(
+            "build.sh printed {:?}, which has no {n}",
+            dir.display()
+        ))),
+    }
+}
+
+/// `<tmp>/secretscope-controlplane/<pid>`, after removing directories of runs whose process is gone.
+fn run_dir() -> Result<PathBuf, String> {
+    let root = std::env::temp_dir().join("secretscope-controlplane");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let stale = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if stale {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = root.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn start() -> Result<ControlPlane, Unavailable> {
+    let bin_dir = binaries()?;
+    let failed = Unavailable::Failed;
+    let dir = run_dir().map_err(failed)?;
+    let _ = RUN_DIR.set(dir.clone());
+    // SAFETY: registering a plain extern "C" fn.
+    unsafe { atexit(cleanup) };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let pki = pki().map_err(|e| failed(format!("certificates: {e}")))?;
+    let write = |name: &str, data: &str| {
+        std::fs::write(dir.join(name), data).map_err(|e| failed(format!("write {name}: {e}")))
+    };
+    write("ca.crt", &pki.ca_pem)?;
+    write("apiserver.crt", &pki.serving.0)?;
+    write("apiserver.key", &pki.serving.1)?;
+    write("sa.key", &pki.sa_key_pem)?;
+    write("sa.pub", &pki.sa_pub_pem)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(format!("tokio runtime: {e}")))?;
+    let started = Instant::now();
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match runtime.block_on(start_once(&bin_dir, &dir, &pki, attempt)) {
+            Ok((server, kubeconfig, version)) => {
+                let kubeconfig_path = dir.join("admin.kubeconfig");
+                write("admin.kubeconfig", &kubeconfig)?;
+                return Ok(ControlPlane {
+                    server,
+                    dir,
+                    bin_dir,
+                    ca_pem: pki.ca_pem,
+                    kubeconfig,
+                    kubeconfig_path,
+                    version,
+                    startup: started.elapsed(),
+                    issuer: pki.issuer,
+                });
+            }
+            Err(Attempt::PortTaken(why)) => {
+                kill_all();
+                last = why;
+            }
+            Err(Attempt::Failed(why)) => {
+                kill_all();
+                return Err(failed(why));
+            }
+        }
+    }
+    Err(failed(format!(
+        "{ATTEMPTS} attempts each found a port taken; last: {last}"
+    )))
+}
+
+enum Attempt {
+    PortTaken(String),
+    Failed(String),
+}
+
+/// Why `name` (pid) is not up: its exit and log tail, or a timeout.
+fn not_up(dir: &Path, name: &str, pid: u32, timeout: Duration) -> Attempt {
+    let log = tail(&dir.join(format!("{name}.log")), 40);
+    match exited(pid) {
+        Some(status) if log.contains("address already in use") => {
+            Attempt::PortTaken(format!("{name} {status}: {log}"))
+        }
+        Some(status) => Attempt::Failed(format!(
+            "{name} exited ({status}); last lines of {}/{name}.log:\n{log}",
+            dir.display()
+        )),
+        None => Attempt::Failed(format!(
+            "{name} not ready within {timeout:?}; last lines of {}/{name}.log:\n{log}",
+            dir.display()
+        )),
+    }
+}
+
+/// Polls `ready` every 200 ms while `pid` runs, for at most `timeout`.
+async fn wait_ready<F, Fut>(
+    dir: &Path,
+    name: &str,
+    pid: u32,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<(), Attempt>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if exited(pid).is_some() {
+            break;
+        }
+        if ready().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(not_up(dir, name, pid, timeout))
+}
+
+fn etcd_healthy(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut body = String::new();
+    s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_ok()
+        && s.read_to_string(&mut body).is_ok()
+        && body.contains("\"health\":\"true\"")
+}
+
+async fn start_once(
+    bin: &Path,
+    dir: &Path,
+    pki: &Pki,
+    attempt: usize,
+) -> Result<(String, String, String), Attempt> {
+    let failed = Attempt::Failed;
+    let [etcd_client, etcd_peer, secure] = free_ports::<3>().map_err(failed)?;
+    let d = |name: &str| dir.join(name);
+
+    // etcd: plain HTTP on loopback, data in the run directory, no fsync (throwaway data).
+    let data = d(&format!("etcd-data-{attempt}"));
+    let client_url = format!("http://127.0.0.1:{etcd_client}");
+    let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+    let mut etcd = Command::new(bin.join("etcd"));
+    etcd.arg("--name=default")
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=default={peer_url}"))
+        .arg("--unsafe-no-fsync")
+        .arg("--log-level=warn");
+    let etcd_pid = spawn(etcd, dir, "etcd").map_err(failed)?;
+    wait_ready(dir, "etcd", etcd_pid, ETCD_READY, || async {
+        tokio::task::spawn_blocking(move || etcd_healthy(etcd_client))
+            .await
+            .unwrap_or(false)
+    })
+    .await?;
+
+    let mut apiserver = Command::new(bin.join("kube-apiserver"));
+    apiserver
+        .arg(format!("--etcd-servers={client_url}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--secure-port={secure}"))
+        .arg(format!("--cert-dir={}", d("apiserver-certs").display()))
+        .arg(format!("--tls-cert-file={}", d("apiserver.crt").display()))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            d("apiserver.key").display()
+        ))
+        .arg(format!("--client-ca-file={}", d("ca.crt").display()))
+        .arg("--authorization-mode=Node,RBAC")
+        .arg(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"))
+        .arg(format!(
+            "--service-account-key-file={}",
+            d("sa.pub").display()
+        ))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            d("sa.key").display()
+        ))
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        // The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints validation refuses.
+        .arg("--endpoint-reconciler-type=none")
+        .arg("--profiling=false")
+        .arg("--v=1");
+    let apiserver_pid = spawn(apiserver, dir, "kube-apiserver").map_err(failed)?;
+
+    let server = format!("https://127.0.0.1:{secure}");
+    let kubeconfig = kubeconfig_yaml(
+        &server,
+        &pki.ca_pem,
+        &client_cert_auth(&pki.admin.0, &pki.admin.1),
+    );
+    let admin = client_from_kubeconfig(&kubeconfig).await;
+    let readyz = || async {
+        let req = kube::core::Request::new("")
+            .get("readyz", &Default::default())
+            .expect("readyz request");
+        matches!(admin.request_text(req).await, Ok(body) if body.trim() == "ok")
+    };
+    wait_ready(
+        dir,
+        "kube-apiserver",
+        apiserver_pid,
+        APISERVER_READY,
+        readyz,
+    )
+    .await?;
+    let version = admin
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .map_err(|e| failed(format!("GET /version: {e}")))?;
+
+    std::fs::write(d("admin.kubeconfig"), &kubeconfig)
+        .map_err(|e| failed(format!("write admin.kubeconfig: {e}")))?;
+    let mut kcm = Command::new(bin.join("kube-controller-manager"));
+    kcm.arg(format!("--kubeconfig={}", d("admin.kubeconfig").display()))
+        .arg(
+            "--controllers=clusterrole-aggregation-controller,namespace-controller,\
+             garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller",
+        )
+        .arg("--use-service-account-credentials=false")
+        .arg("--leader-elect=false")
+        .arg("--bind-address=127.0.0.1")
+        .arg("--secure-port=0")
+        .arg(format!(
+            "--service-account-private-key-file={}",
+            d("sa.key").display()
+        ))
+        .arg(format!("--root-ca-file={}", d("ca.crt").display()))
+        .arg("--v=1");
+    let kcm_pid = spawn(kcm, dir, "kube-controller-manager").map_err(failed)?;
+    // Ready when its controllers have acted: the aggregated `view` role has rules, and the
+    // `default` ServiceAccount exists.
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let working = || async {
+        let aggregated = matches!(roles.get_opt("view").await,
+            Ok(Some(r)) if r.rules.as_ref().is_some_and(|rules| !rules.is_empty()));
+        aggregated && matches!(accounts.get_opt("default").await, Ok(Some(_)))
+    };
+    wait_ready(
+        dir,
+        "kube-controller-manager",
+        kcm_pid,
+        CONTROLLER_MANAGER_READY,
+        working,
+    )
+    .await?;
+    Ok((server, kubeconfig, version))
+}
