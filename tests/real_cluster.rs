@@ -155,3 +155,31 @@ async fn service_account_token_authenticates_and_rbac_denies() {
 
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
 }
+
+#[tokio::test]
+async fn client_certificate_users_are_authorized_by_rbac() {
+    let Some(cp) = control_plane() else { return };
+    let alice = cp.client_for_user("alice", Some("developers")).await;
+    match Api::<Secret>::namespaced(alice, "default")
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403, "{s:?}");
+            assert!(s.message.contains("User \"alice\""), "{}", s.message);
+        }
+        other => panic!("expected 403 for alice, got {other:?}"),
+    }
+    // Without credentials a request is anonymous, and RBAC gives system:anonymous nothing here.
+    let anonymous = cp.anonymous_client().await;
+    match Api::<Secret>::namespaced(anonymous, "default")
+        .list(&ListParams::default())
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403, "{s:?}");
+            assert!(s.message.contains("system:anonymous"), "{}", s.message);
+        }
+        other => panic!("expected 403 for anonymous, got {other:?}"),
+    }
+}

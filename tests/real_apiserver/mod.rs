@@ -125,9 +125,21 @@ impl ControlPlane {
         kubeconfig_yaml(&self.server, &self.ca_pem, &client_cert_auth(&cert, &key))
     }
 
+    /// A serving certificate and key (PEM) for `names` (DNS names or IP addresses), signed by the
+    /// cluster CA: e.g. for a webhook the API server calls, with `ca_pem` as its `caBundle`.
+    pub fn serving_cert(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        serving_cert(&self.issuer, names).expect("serving certificate")
+    }
+
     /// A client authenticating with a bearer token.
     pub async fn client_with_token(&self, token: &str) -> Client {
         client_from_kubeconfig(&self.kubeconfig_with_token(token)).await
+    }
+
+    /// A client without credentials (the API server sees `system:anonymous`).
+    pub async fn anonymous_client(&self) -> Client {
+        client_from_kubeconfig(&kubeconfig_yaml(&self.server, &self.ca_pem, "    {}\n")).await
     }
 
     /// A client authenticating as `user` (in `group`) with a client certificate.
@@ -255,32 +267,44 @@ fn pki() -> Result<Pki, rcgen::Error> {
     let ca_pem = ca.self_signed(&ca_key)?.pem();
     let issuer = Issuer::new(ca, ca_key);
 
-    let serving_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut serving = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "kubernetes".to_string(),
-        "kubernetes.default".to_string(),
-        "kubernetes.default.svc".to_string(),
-        "10.0.0.1".to_string(),
-    ])?;
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_pem = serving.signed_by(&serving_key, &issuer)?.pem();
+    let serving = serving_cert(
+        &issuer,
+        [
+            "localhost",
+            "127.0.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "10.0.0.1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )?;
 
     let admin = client_cert(&issuer, "secretscope-test-admin", Some("system:masters"))?;
     let sa = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     Ok(Pki {
         ca_pem,
-        serving: (serving_pem, serving_key.serialize_pem()),
+        serving,
         admin,
         sa_key_pem: sa.serialize_pem(),
         sa_pub_pem: sa.public_key_pem(),
         issuer,
     })
+}
+
+/// A serving certificate and key (PEM) for `names`, CN the first name.
+fn serving_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    names: Vec<String>,
+) -> Result<(String, String), rcgen::Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let cn = names.first().cloned().unwrap_or_default();
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok((params.signed_by(&key, issuer)?.pem(), key.serialize_pem()))
 }
 
 /// A client certificate and key (PEM) for `user` in `group`.
@@ -502,6 +526,9 @@ fn run_dir() -> Result<PathBuf, String> {
     let dir = root.join(std::process::id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    // It holds the admin key and the ServiceAccount signing key.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
