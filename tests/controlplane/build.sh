@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real control plane the tests run on loopback: kube-apiserver and
 # kube-controller-manager from k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3,
-# at the versions pinned in this directory's go.mod/go.sum.
+# at the versions pinned in this directory's go.mod/go.sum; and kubectl of the same release,
+# so the tests see exactly what a user's kubectl prints.
 #
-# Output: <target>/controlplane/<hash>/{etcd,kube-apiserver,kube-controller-manager}, where
+# Output: <target>/controlplane/<hash>/{etcd,kube-apiserver,kube-controller-manager,kubectl}, where
 # <target> is $CARGO_TARGET_DIR or <repo>/target and <hash> covers go.mod, go.sum and this
 # script, so changing a pin or a build flag builds afresh and an unchanged tree builds once.
 # The directory is the last line on stdout; progress goes to stderr.
@@ -18,7 +19,7 @@ case "$target" in /*) ;; *) target="$repo/$target" ;; esac
 
 hash="$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)"
 out="$target/controlplane/$hash"
-bins=(etcd kube-apiserver kube-controller-manager)
+bins=(etcd kube-apiserver kube-controller-manager kubectl)
 
 have_all() {
     local b
@@ -60,7 +61,7 @@ done
 tmp="$(mktemp -d "$target/controlplane/.build-$hash-XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"
-echo "build.sh: building kube-apiserver, kube-controller-manager ($k8s_version) and etcd into $out" >&2
+echo "build.sh: building kube-apiserver, kube-controller-manager, kubectl ($k8s_version) and etcd into $out" >&2
 echo "build.sh: (a cold build takes several minutes and a few GB of Go build cache)" >&2
 start=$SECONDS
 (
@@ -68,7 +69,8 @@ start=$SECONDS
     export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
     go build -trimpath -ldflags="$ldflags" -o "$tmp/" \
         k8s.io/kubernetes/cmd/kube-apiserver \
-        k8s.io/kubernetes/cmd/kube-controller-manager
+        k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kubectl
     go build -trimpath -ldflags="-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 )
 rm -rf "$out"

@@ -7,13 +7,18 @@
 //! `PR_SET_PDEATHSIG`, so the kernel kills them even if the test process is killed; an `atexit`
 //! handler also kills them and removes the run directory on a normal exit. Every run uses fresh
 //! ports and a fresh directory, so leftovers of an earlier run cannot interfere.
+//! [`ControlPlane::start_private`] / [`private_control_plane`] start another one, apart, for
+//! tests that stop and restart its API server ([`ControlPlane::restart_apiserver`]). Tests that
+//! change what every test of the control plane sees (webhook configurations, bindings of the
+//! aggregated roles) hold [`exclusive`].
 //!
 //! Without Go the binaries cannot be built: with `CI=true` that fails the test, otherwise the
 //! test prints what is missing and returns early (see [`control_plane`]).
 //!
 //! Environment:
 //! - `SECRETSCOPE_CONTROLPLANE_BIN`: a directory already holding `etcd`, `kube-apiserver` and
-//!   `kube-controller-manager`; skips `tests/controlplane/build.sh`.
+//!   `kube-controller-manager` (and `kubectl`, else the one on PATH is used); skips
+//!   `tests/controlplane/build.sh`.
 //! - `SECRETSCOPE_KEEP_CONTROLPLANE=1`: keep the run directory (certificates, kubeconfig, logs).
 
 #![allow(dead_code)] // each test file uses part of the harness
@@ -67,7 +72,11 @@ pub struct ControlPlane {
     pub version: String,
     /// How long start-up took (after the binaries were built).
     pub startup: Duration,
+    /// kubectl of the same release (built by `build.sh`), or from PATH with
+    /// `SECRETSCOPE_CONTROLPLANE_BIN` when that directory has none.
+    pub kubectl_bin: PathBuf,
     issuer: Issuer<'static, KeyPair>,
+    apiserver: Mutex<ApiServer>,
 }
 
 enum Unavailable {
@@ -331,16 +340,19 @@ fn client_cert(
 
 /// Every process started, killed by `cleanup` at exit.
 static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
-static RUN_DIR: OnceLock<PathBuf> = OnceLock::new();
+static RUN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 extern "C" {
     fn prctl(option: c_int, ...) -> c_int;
     fn getppid() -> c_int;
     fn atexit(callback: extern "C" fn()) -> c_int;
+    fn kill(pid: c_int, sig: c_int) -> c_int;
 }
 const PR_SET_PDEATHSIG: c_int = 1;
 const SIGKILL: c_ulong = 9;
 const ESRCH: i32 = 3;
+pub const SIG_KILL: i32 = 9;
+pub const SIG_TERM: i32 = 15;
 
 extern "C" fn cleanup() {
     // try_lock: never block process exit on a lock a dying thread may hold.
@@ -352,53 +364,143 @@ extern "C" fn cleanup() {
         children.clear();
     }
     if std::env::var_os("SECRETSCOPE_KEEP_CONTROLPLANE").is_none() {
-        if let Some(dir) = RUN_DIR.get() {
+        if let Some(Ok(dir)) = RUN_DIR.get() {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
 
-/// Starts `cmd` so the kernel SIGKILLs it when the thread that started it ends (and so when
-/// the test process ends, however it ends), logging to `<dir>/<name>.log`.
-fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Result<u32, String> {
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))
-        .map_err(|e| format!("create {name}.log: {e}"))?;
-    let log2 = log.try_clone().map_err(|e| format!("{name}.log: {e}"))?;
-    let parent = std::process::id() as c_int;
-    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec, no allocation.
-    unsafe {
-        cmd.pre_exec(move || {
-            if prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent died before prctl took effect: do not outlive it.
-            if getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(ESRCH));
-            }
-            Ok(())
-        });
+type Job = Box<dyn FnOnce() + Send>;
+static SPAWNER: OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+thread_local! {
+    static ON_SPAWNER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` on the one thread that starts every process and then lives as long as the test
+/// process: the parent-death signal fires when the *thread* that forked a child ends, and
+/// libtest ends each test's thread after the test.
+fn on_spawner<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    if ON_SPAWNER.with(|c| c.get()) {
+        return f();
     }
-    let child = cmd.spawn().map_err(|e| format!("start {name}: {e}"))?;
-    let pid = child.id();
-    CHILDREN.lock().unwrap().push(child);
-    Ok(pid)
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("real-control-plane".into())
+            .spawn(move || {
+                ON_SPAWNER.with(|c| c.set(true));
+                // The sender lives in a static, so this never ends; a panicking job must not
+                // end it either (that would kill every process started here).
+                for job in rx {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn the process-starting thread");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    sender
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .expect("the process-starting thread is gone");
+    rx.recv().expect("a job on the process-starting thread panicked")
+}
+
+/// Starts `cmd` so the kernel SIGKILLs it when the test process ends (however it ends), with
+/// stdout and stderr appended to `log`. Returns its pid; see [`signal`], [`wait_exit`].
+pub fn spawn_logged(mut cmd: Command, log: &Path) -> Result<u32, String> {
+    let name = log.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("open {name}: {e}"))?;
+    let file2 = file.try_clone().map_err(|e| format!("{name}: {e}"))?;
+    cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
+    on_spawner(move || {
+        let parent = std::process::id() as c_int;
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec, no
+        // allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before prctl took effect: do not outlive it.
+                if getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("start {:?}: {e}", cmd.get_program()))?;
+        let pid = child.id();
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+        Ok(pid)
+    })
+}
+
+fn spawn(cmd: Command, dir: &Path, name: &str) -> Result<u32, String> {
+    spawn_logged(cmd, &dir.join(format!("{name}.log")))
+}
+
+/// Sends `sig` (e.g. [`SIG_TERM`], [`SIG_KILL`]) to a process started by [`spawn_logged`] that
+/// has not been reaped yet (never to a pid that may have been reused).
+pub fn signal(pid: u32, sig: i32) {
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(child) = children.iter().find(|c| c.id() == pid) {
+        // SAFETY: plain syscall; the child is not reaped (it is still in CHILDREN).
+        unsafe { kill(child.id() as c_int, sig) };
+    }
 }
 
 /// `Some(status)` once the process `pid` started by `spawn` has exited.
-fn exited(pid: u32) -> Option<std::process::ExitStatus> {
-    let mut children = CHILDREN.lock().unwrap();
+pub fn exited(pid: u32) -> Option<std::process::ExitStatus> {
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     let child = children.iter_mut().find(|c| c.id() == pid)?;
     child.try_wait().ok().flatten()
 }
 
-fn kill_all() {
-    let mut children = CHILDREN.lock().unwrap();
-    for child in children.iter_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
+/// Waits up to `timeout` for `pid` to exit; then forgets it. `None`: still running.
+pub fn wait_exit(pid: u32, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = exited(pid) {
+            CHILDREN
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|c| c.id() != pid);
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    children.clear();
+}
+
+/// SIGTERM, up to `grace` to exit, then SIGKILL.
+pub fn stop(pid: u32, grace: Duration) {
+    signal(pid, SIG_TERM);
+    if wait_exit(pid, grace).is_none() {
+        signal(pid, SIG_KILL);
+        let _ = wait_exit(pid, Duration::from_secs(10));
+    }
+}
+
+fn kill_pids(pids: &[u32]) {
+    for &pid in pids {
+        signal(pid, SIG_KILL);
+        let _ = wait_exit(pid, Duration::from_secs(10));
+    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -423,35 +525,44 @@ fn free_ports<const N: usize>() -> Result<[u16; N], String> {
 // ---------------------------------------------------------------------------------------------
 // Start-up
 
-/// Starts the control plane from a thread that then lives as long as the process: the
-/// parent-death signal fires when the *thread* that forked a child ends, and libtest ends each
-/// test's thread after the test.
-fn start_on_spawner_thread() -> Result<ControlPlane, Unavailable> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("real-control-plane".into())
-        .spawn(move || {
-            let _ = tx.send(start());
-            loop {
-                std::thread::park();
-            }
-        })
-        .map_err(|e| Unavailable::Failed(format!("spawn thread: {e}")))?;
-    rx.recv()
-        .unwrap_or_else(|_| Err(Unavailable::Failed("start-up thread panicked".into())))
-}
-
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding the three binaries, building them if needed.
-fn binaries() -> Result<PathBuf, Unavailable> {
+/// The built binaries: the control plane's and kubectl.
+#[derive(Clone)]
+struct Binaries {
+    dir: PathBuf,
+    kubectl: PathBuf,
+}
+
+/// The binaries, building them if needed (once per test process).
+fn binaries() -> Result<Binaries, Unavailable> {
+    static BUILT: OnceLock<Result<Binaries, (bool, String)>> = OnceLock::new();
+    match BUILT.get_or_init(|| {
+        build_binaries().map_err(|e| match e {
+            Unavailable::Missing(why) => (true, why),
+            Unavailable::Failed(why) => (false, why),
+        })
+    }) {
+        Ok(b) => Ok(b.clone()),
+        Err((true, why)) => Err(Unavailable::Missing(why.clone())),
+        Err((false, why)) => Err(Unavailable::Failed(why.clone())),
+    }
+}
+
+fn build_binaries() -> Result<Binaries, Unavailable> {
     let names = ["etcd", "kube-apiserver", "kube-controller-manager"];
     if let Some(dir) = std::env::var_os("SECRETSCOPE_CONTROLPLANE_BIN") {
         let dir = PathBuf::from(dir);
+        // kubectl from there when it has one, else from PATH.
+        let kubectl = if dir.join("kubectl").is_file() {
+            dir.join("kubectl")
+        } else {
+            PathBuf::from("kubectl")
+        };
         return match names.iter().find(|n| !dir.join(n).is_file()) {
-            None => Ok(dir),
+            None => Ok(Binaries { dir, kubectl }),
             Some(n) => Err(Unavailable::Failed(format!(
                 "SECRETSCOPE_CONTROLPLANE_BIN={} has no {n}",
                 dir.display()
@@ -484,8 +595,9 @@ fn binaries() -> Result<PathBuf, Unavailable> {
         Some(3) => {
             return Err(Unavailable::Missing(
                 "the Go toolchain (`go`, 1.26 or newer) is not on PATH; it builds kube-apiserver, \
-                 kube-controller-manager and etcd from tests/controlplane/go.mod. Install it from \
-                 https://go.dev/dl/ and rerun; `bash tests/controlplane/build.sh` builds ahead."
+                 kube-controller-manager, kubectl and etcd from tests/controlplane/go.mod. Install \
+                 it from https://go.dev/dl/ and rerun; `bash tests/controlplane/build.sh` builds \
+                 ahead."
                     .into(),
             ))
         }
@@ -499,8 +611,15 @@ fn binaries() -> Result<PathBuf, Unavailable> {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-    match names.iter().find(|n| !dir.join(n).is_file()) {
-        None => Ok(dir),
+    match names
+        .iter()
+        .chain(&["kubectl"])
+        .find(|n| !dir.join(n).is_file())
+    {
+        None => Ok(Binaries {
+            kubectl: dir.join("kubectl"),
+            dir,
+        }),
         Some(n) => Err(Unavailable::Failed(format!(
             "build.sh printed {:?}, which has no {n}",
             dir.display()
@@ -508,37 +627,170 @@ fn binaries() -> Result<PathBuf, Unavailable> {
     }
 }
 
-/// `<tmp>/secretscope-controlplane/<pid>`, after removing directories of runs whose process is gone.
+/// `<tmp>/secretscope-controlplane/<pid>`, made once per process after removing directories of
+/// runs whose process is gone; each control plane gets a subdirectory.
 fn run_dir() -> Result<PathBuf, String> {
-    let root = std::env::temp_dir().join("secretscope-controlplane");
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for entry in entries.flatten() {
-            let stale = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-            if stale {
-                let _ = std::fs::remove_dir_all(entry.path());
+    RUN_DIR
+        .get_or_init(|| {
+            let root = std::env::temp_dir().join("secretscope-controlplane");
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for entry in entries.flatten() {
+                    let stale = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                    if stale {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+            let dir = root.join(std::process::id().to_string());
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            // It holds the admin key and the ServiceAccount signing key.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+            // SAFETY: registering a plain extern "C" fn, once.
+            unsafe { atexit(cleanup) };
+            Ok(dir)
+        })
+        .clone()
+}
+
+fn start_on_spawner_thread() -> Result<ControlPlane, Unavailable> {
+    on_spawner(|| start("shared"))
+}
+
+/// Held by the tests of the shared control plane that change what every other test of it sees
+/// (webhook configurations, bindings of the aggregated roles, secretscope's Lease): one such test
+/// at a time, and no other test meanwhile if every test takes it. Poisoning is ignored (a
+/// failed test has cleaned up by the time its guard drops).
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Like [`exclusive`], for [`private_control_plane`].
+pub fn private_exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A control plane apart from [`control_plane`]'s, started on first call and shared by the
+/// tests that need one of their own (e.g. to restart its API server); they hold
+/// [`private_exclusive`].
+pub fn private_control_plane() -> Option<&'static ControlPlane> {
+    static PRIVATE: OnceLock<Result<ControlPlane, Unavailable>> = OnceLock::new();
+    match PRIVATE.get_or_init(|| on_spawner(|| start("private"))) {
+        Ok(cp) => Some(cp),
+        Err(Unavailable::Failed(why)) => panic!("private control plane: {why}"),
+        Err(Unavailable::Missing(why)) if is_ci() => {
+            panic!("private control plane: {why}\n(CI is set, so a missing tool is a failure)")
+        }
+        Err(Unavailable::Missing(why)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (real control plane unavailable): {why}"
+            );
+            None
+        }
+    }
+}
+
+impl ControlPlane {
+    /// A control plane of its own (own etcd, API server and controller manager, own CA and
+    /// ports), apart from [`control_plane`]'s: for tests that stop or restart parts of it. It
+    /// runs until the test process ends. `None`: skip (as for [`control_plane`]).
+    pub fn start_private() -> Option<&'static ControlPlane> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!("private-{}", N.fetch_add(1, Ordering::Relaxed));
+        match on_spawner(move || start(&name)) {
+            Ok(cp) => Some(Box::leak(Box::new(cp))),
+            Err(Unavailable::Failed(why)) => panic!("private control plane: {why}"),
+            Err(Unavailable::Missing(why)) if is_ci() => panic!("private control plane: {why}"),
+            Err(Unavailable::Missing(why)) => {
+                let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+                None
             }
         }
     }
-    let dir = root.join(std::process::id().to_string());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    // It holds the admin key and the ServiceAccount signing key.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
-    Ok(dir)
+
+    /// `kubectl` (of the API server's release when built here) with the admin kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        self.kubectl_as(&self.kubeconfig_path)
+    }
+
+    /// `kubectl` with the kubeconfig file at `kubeconfig`.
+    pub fn kubectl_as(&self, kubeconfig: &Path) -> Command {
+        let mut cmd = Command::new(&self.kubectl_bin);
+        cmd.arg("--kubeconfig").arg(kubeconfig);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after 30 s); etcd and the controller manager
+    /// keep running. `false` if it was not running.
+    pub fn stop_apiserver(&self) -> bool {
+        let pid = self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).pid.take();
+        match pid {
+            Some(pid) => {
+                stop(pid, Duration::from_secs(30));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts kube-apiserver again with the flags and port it had, and waits until its
+    /// `/readyz` says ok (so it may fail if a post-start hook cannot finish).
+    pub async fn start_apiserver(&self) -> Result<(), String> {
+        let pid = {
+            let mut api = self.apiserver.lock().unwrap_or_else(|e| e.into_inner());
+            if api.pid.is_some() {
+                return Err("kube-apiserver is already running".into());
+            }
+            let mut cmd = Command::new(self.bin_dir.join("kube-apiserver"));
+            cmd.args(&api.args);
+            let pid = spawn(cmd, &self.dir, "kube-apiserver")?;
+            api.pid = Some(pid);
+            pid
+        };
+        let admin = self.admin_client().await;
+        let ready = || async {
+            let req = kube::core::Request::new("")
+                .get("readyz", &Default::default())
+                .expect("readyz request");
+            matches!(admin.request_text(req).await, Ok(body) if body.trim() == "ok")
+        };
+        wait_ready(&self.dir, "kube-apiserver", pid, APISERVER_READY, ready)
+            .await
+            .map_err(|e| match e {
+                Attempt::PortTaken(why) | Attempt::Failed(why) => why,
+            })
+    }
+
+    /// [`stop_apiserver`](Self::stop_apiserver), `down` of downtime, then
+    /// [`start_apiserver`](Self::start_apiserver).
+    pub async fn restart_apiserver(&self, down: Duration) -> Result<(), String> {
+        self.stop_apiserver();
+        tokio::time::sleep(down).await;
+        self.start_apiserver().await
+    }
 }
 
-fn start() -> Result<ControlPlane, Unavailable> {
-    let bin_dir = binaries()?;
+/// The kube-apiserver process of a control plane: its flags, for a restart, and its pid.
+struct ApiServer {
+    args: Vec<String>,
+    pid: Option<u32>,
+}
+
+/// Starts a control plane in `<run dir>/<name>`. Runs on the spawner thread.
+fn start(name: &str) -> Result<ControlPlane, Unavailable> {
+    let bins = binaries()?;
     let failed = Unavailable::Failed;
-    let dir = run_dir().map_err(failed)?;
-    let _ = RUN_DIR.set(dir.clone());
-    // SAFETY: registering a plain extern "C" fn.
-    unsafe { atexit(cleanup) };
+    let dir = run_dir().map_err(failed)?.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let pki = pki().map_err(|e| failed(format!("certificates: {e}")))?;
@@ -558,28 +810,34 @@ fn start() -> Result<ControlPlane, Unavailable> {
     let started = Instant::now();
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match runtime.block_on(start_once(&bin_dir, &dir, &pki, attempt)) {
-            Ok((server, kubeconfig, version)) => {
+        let mut pids = Vec::new();
+        match runtime.block_on(start_once(&bins.dir, &dir, &pki, attempt, &mut pids)) {
+            Ok(up) => {
                 let kubeconfig_path = dir.join("admin.kubeconfig");
-                write("admin.kubeconfig", &kubeconfig)?;
+                write("admin.kubeconfig", &up.kubeconfig)?;
                 return Ok(ControlPlane {
-                    server,
+                    server: up.server,
                     dir,
-                    bin_dir,
+                    bin_dir: bins.dir,
+                    kubectl_bin: bins.kubectl,
                     ca_pem: pki.ca_pem,
-                    kubeconfig,
+                    kubeconfig: up.kubeconfig,
                     kubeconfig_path,
-                    version,
+                    version: up.version,
                     startup: started.elapsed(),
                     issuer: pki.issuer,
+                    apiserver: Mutex::new(ApiServer {
+                        args: up.apiserver_args,
+                        pid: Some(up.apiserver_pid),
+                    }),
                 });
             }
             Err(Attempt::PortTaken(why)) => {
-                kill_all();
+                kill_pids(&pids);
                 last = why;
             }
             Err(Attempt::Failed(why)) => {
-                kill_all();
+                kill_pids(&pids);
                 return Err(failed(why));
             }
         }
@@ -651,12 +909,21 @@ fn etcd_healthy(port: u16) -> bool {
         && body.contains("\"health\":\"true\"")
 }
 
+struct Up {
+    server: String,
+    kubeconfig: String,
+    version: String,
+    apiserver_args: Vec<String>,
+    apiserver_pid: u32,
+}
+
 async fn start_once(
     bin: &Path,
     dir: &Path,
     pki: &Pki,
     attempt: usize,
-) -> Result<(String, String, String), Attempt> {
+    pids: &mut Vec<u32>,
+) -> Result<Up, Attempt> {
     let failed = Attempt::Failed;
     let [etcd_client, etcd_peer, secure] = free_ports::<3>().map_err(failed)?;
     let d = |name: &str| dir.join(name);
@@ -676,6 +943,7 @@ async fn start_once(
         .arg("--unsafe-no-fsync")
         .arg("--log-level=warn");
     let etcd_pid = spawn(etcd, dir, "etcd").map_err(failed)?;
+    pids.push(etcd_pid);
     wait_ready(dir, "etcd", etcd_pid, ETCD_READY, || async {
         tokio::task::spawn_blocking(move || etcd_healthy(etcd_client))
             .await
@@ -683,35 +951,33 @@ async fn start_once(
     })
     .await?;
 
-    let mut apiserver = Command::new(bin.join("kube-apiserver"));
-    apiserver
-        .arg(format!("--etcd-servers={client_url}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
-        .arg(format!("--secure-port={secure}"))
-        .arg(format!("--cert-dir={}", d("apiserver-certs").display()))
-        .arg(format!("--tls-cert-file={}", d("apiserver.crt").display()))
-        .arg(format!(
-            "--tls-private-key-file={}",
-            d("apiserver.key").display()
-        ))
-        .arg(format!("--client-ca-file={}", d("ca.crt").display()))
-        .arg("--authorization-mode=Node,RBAC")
-        .arg(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"))
-        .arg(format!(
-            "--service-account-key-file={}",
-            d("sa.pub").display()
-        ))
-        .arg(format!(
+    let apiserver_args: Vec<String> = vec![
+        format!("--etcd-servers={client_url}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--secure-port={secure}"),
+        format!("--cert-dir={}", d("apiserver-certs").display()),
+        format!("--tls-cert-file={}", d("apiserver.crt").display()),
+        format!("--tls-private-key-file={}", d("apiserver.key").display()),
+        format!("--client-ca-file={}", d("ca.crt").display()),
+        "--authorization-mode=Node,RBAC".into(),
+        format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+        format!("--service-account-key-file={}", d("sa.pub").display()),
+        format!(
             "--service-account-signing-key-file={}",
             d("sa.key").display()
-        ))
-        .arg("--service-cluster-ip-range=10.0.0.0/24")
-        // The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints validation refuses.
-        .arg("--endpoint-reconciler-type=none")
-        .arg("--profiling=false")
-        .arg("--v=1");
+        ),
+        "--service-cluster-ip-range=10.0.0.0/24".into(),
+        // The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints validation
+        // refuses.
+        "--endpoint-reconciler-type=none".into(),
+        "--profiling=false".into(),
+        "--v=1".into(),
+    ];
+    let mut apiserver = Command::new(bin.join("kube-apiserver"));
+    apiserver.args(&apiserver_args);
     let apiserver_pid = spawn(apiserver, dir, "kube-apiserver").map_err(failed)?;
+    pids.push(apiserver_pid);
 
     let server = format!("https://127.0.0.1:{secure}");
     let kubeconfig = kubeconfig_yaml(
@@ -759,6 +1025,7 @@ async fn start_once(
         .arg(format!("--root-ca-file={}", d("ca.crt").display()))
         .arg("--v=1");
     let kcm_pid = spawn(kcm, dir, "kube-controller-manager").map_err(failed)?;
+    pids.push(kcm_pid);
     // Ready when its controllers have acted: the aggregated `view` role has rules, and the
     // `default` ServiceAccount exists.
     let roles: Api<ClusterRole> = Api::all(admin.clone());
@@ -776,5 +1043,11 @@ async fn start_once(
         working,
     )
     .await?;
-    Ok((server, kubeconfig, version))
+    Ok(Up {
+        server,
+        kubeconfig,
+        version,
+        apiserver_args,
+        apiserver_pid,
+    })
 }
