@@ -145,11 +145,15 @@ pub fn managed_name_use(
         RbacObject::Role(r) if &r.metadata.name == name => {
             (&r.metadata, format!("Role {:?}", r.metadata.name))
         }
-        RbacObject::RoleBinding(b) if &b.role_ref.name == name => (
+        // Named like the managed binding, or referencing the managed role: a binding that only
+        // squats the name would later stand in the reconciler's way (roleRef is immutable).
+        RbacObject::RoleBinding(b) if &b.role_ref.name == name || &b.metadata.name == name => (
             &b.metadata,
             format!(
                 "RoleBinding {:?} (referencing {} {:?})",
-                b.metadata.name, b.role_ref.kind, b.role_ref.name
+                crate::rbac::text::clip(&b.metadata.name, 253),
+                crate::rbac::text::clip(&b.role_ref.kind, 64),
+                crate::rbac::text::clip(&b.role_ref.name, 253)
             ),
         ),
         _ => return None,

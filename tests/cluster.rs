@@ -184,6 +184,45 @@ async fn api_server_errors_and_expired_watches_lose_nothing() {
     .await;
 }
 
+/// Issue 9 bug 2: after an outage the old watch position is gone and events may be missing. The
+/// cache counts as unsynced (strict verdicts, /readyz 503) from the failure until a fresh list,
+/// and that list starts within seconds of the API server being back, not after a backoff grown
+/// during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_it_is_unsynced_until_relisted_within_seconds() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(secrets_role("reader"));
+    let wh = Webhook::start_cluster(&fake.kubeconfig(), "", &[]);
+    eventually("synced", Duration::from_secs(20), async || ready(&wh).await).await;
+    assert!(role_allowed(&wh, "reader").await, "unbound: allowed");
+
+    fake.set_unavailable();
+    eventually(
+        "unsynced during the outage",
+        Duration::from_secs(10),
+        async || !ready(&wh).await,
+    )
+    .await;
+    // Strict meanwhile: a Secrets ClusterRole is denied whatever its bindings.
+    assert!(!role_allowed(&wh, "reader").await, "strict while unsynced");
+    // Long enough for a growing backoff to pass several seconds.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    fake.set_available();
+    let back = std::time::Instant::now();
+    eventually(
+        "re-listed after the outage",
+        Duration::from_secs(10),
+        async || ready(&wh).await,
+    )
+    .await;
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "re-listed {took:?} after the API server was back"
+    );
+    assert!(role_allowed(&wh, "reader").await, "binding-aware again");
+}
+
 #[test]
 fn without_a_cluster_or_standalone_it_says_what_to_do() {
     let certs = common::Certs::new();

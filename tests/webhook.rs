@@ -613,7 +613,14 @@ async fn the_managed_role_name_is_refused_outside_tenancy_namespaces() {
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: secretscope-secrets, namespace: {ns}}}\nrules: [{{apiGroups: [\"\"], resources: [secrets], verbs: [get]}}]\n"
         ))
     };
-    for obj in [binding("payments"), role("payments")] {
+    // Issue 9 bug 1: a binding *named* like the managed one squats the name (roleRef cannot be
+    // changed later, so the reconciler could never apply its own there).
+    let squatter = |ns: &str| {
+        object(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: secretscope-secrets, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: User, name: mallory}}]\n"
+        ))
+    };
+    for obj in [binding("payments"), role("payments"), squatter("payments")] {
         let resp = wh.review(&review("CREATE", Some(&obj), None)).await;
         let r = response(&resp);
         assert_eq!(r["allowed"], false, "{resp}");
@@ -625,7 +632,7 @@ async fn the_managed_role_name_is_refused_outside_tenancy_namespaces() {
         // Standalone: a namespace's labels cannot be read, so only the name pattern counts.
         assert!(msg.contains("could not be confirmed"), "{msg}");
     }
-    for obj in [binding("az-acme"), role("az-acme")] {
+    for obj in [binding("az-acme"), role("az-acme"), squatter("az-acme")] {
         let resp = wh.review(&review("CREATE", Some(&obj), None)).await;
         assert_eq!(response(&resp)["allowed"], true, "{resp}");
     }

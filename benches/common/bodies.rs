@@ -50,3 +50,75 @@ pub fn review_body(name: &str, rules: usize, managed_fields: usize) -> Vec<u8> {
     }))
     .unwrap_or_default()
 }
+
+/// `n` ClusterRoles chained by aggregation (`agg-i` selects the role labelled `chain: i-1`) and
+/// a ClusterRoleBinding of the last one: a role labelled `chain: "0"` is bound through all `n`.
+pub fn aggregation_chain(n: usize) -> String {
+    let mut yaml = String::new();
+    for i in 1..=n {
+        yaml.push_str(&format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
+             metadata: {{name: agg-{i}, labels: {{chain: \"{i}\"}}}}\n\
+             aggregationRule: {{clusterRoleSelectors: [{{matchLabels: {{chain: \"{}\"}}}}]}}\n",
+            i - 1
+        ));
+    }
+    yaml.push_str(&format!(
+        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: top}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agg-{n}}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}]\n"
+    ));
+    yaml
+}
+
+/// A rendered platform: `n` objects, half ClusterRoles (every tenth aggregated into one of a few
+/// aggregating roles, every seventh with a Secrets rule) and half ClusterRoleBindings of them.
+pub fn platform_manifests(n: usize) -> String {
+    let mut yaml = String::new();
+    for a in 0..4 {
+        yaml.push_str(&format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: platform-{a}}}\n\
+             aggregationRule: {{clusterRoleSelectors: [{{matchLabels: {{platform.example.com/aggregate-to: \"{a}\"}}}}]}}\n"
+        ));
+    }
+    for i in 0..n / 2 {
+        let labels = if i % 10 == 0 {
+            format!(
+                "{{app: a{i}, platform.example.com/aggregate-to: \"{}\"}}",
+                i % 4
+            )
+        } else {
+            format!("{{app: a{i}}}")
+        };
+        let secrets = if i % 7 == 0 {
+            "\n- {apiGroups: [\"\"], resources: [secrets], verbs: [get, list]}"
+        } else {
+            ""
+        };
+        yaml.push_str(&format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: role-{i}, labels: {labels}}}\n\
+             rules:\n- {{apiGroups: [\"\", apps], resources: [pods, deployments, configmaps], verbs: [get, list, watch]}}{secrets}\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: binding-{i}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: role-{i}}}\n\
+             subjects: [{{kind: ServiceAccount, name: sa-{i}, namespace: ns-{}}}]\n",
+            i % 50
+        ));
+    }
+    yaml
+}
+
+/// A review of a ClusterRole with `labels` and one Secrets rule.
+pub fn role_review(name: &str, labels: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                    "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRole"},
+                    "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles"},
+                    "name": name, "operation": "CREATE", "userInfo": {"username": "admin"},
+                    "object": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                               "metadata": {"name": name, "labels": labels},
+                               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+                    "oldObject": null, "dryRun": false}
+    }))
+    .unwrap_or_default()
+}

@@ -189,7 +189,10 @@ impl Validator {
         // to whatever this update changed.
         let mut before = String::new();
         if !denials.is_empty() && req.operation == Operation::Update {
-            if let Ok(old) = decode(kind, req.old_object) {
+            // What the stored object itself held: an aggregated role's own rules are the
+            // controller's last write, so aggregation is not resolved again for it (a role that
+            // gains a child's rules never granted them before).
+            if let Ok(old) = decode(kind, req.old_object).map(stored_grant) {
                 let old_denials: Vec<Finding> = evaluate(&old, &state, opts)
                     .unwrap_or_default()
                     .into_iter()
@@ -272,6 +275,16 @@ fn summarize<'m>(messages: impl ExactSizeIterator<Item = &'m str>) -> String {
         out.push_str(&format!("; and {} more findings", total - shown));
     }
     out
+}
+
+fn stored_grant(object: RbacObject) -> RbacObject {
+    match object {
+        RbacObject::ClusterRole(mut cr) => {
+            cr.aggregation_rule = None;
+            RbacObject::ClusterRole(cr)
+        }
+        other => other,
+    }
 }
 
 fn dedup_join(mut v: Vec<String>) -> String {
@@ -377,6 +390,59 @@ mod tests {
                 prop_assert_eq!(v.response.uid.as_str(), "u");
             }
         }
+    }
+
+    /// Issue 9 bug 5: kube-controller-manager's aggregation controller writes a child's Secrets
+    /// rule into a bound aggregated role. The stored role never held it, so the denial must not
+    /// say it did, and it names the fix: the child.
+    #[test]
+    fn an_aggregation_update_names_the_child_not_a_previous_grant() {
+        let yaml = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: extra, labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: everyone-views}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: User, name: bob}]
+"#;
+        let mut state = ClusterState::with_builtins();
+        state.extend(
+            crate::manifest::parse_stream(yaml, "s.yaml", false)
+                .objects
+                .into_iter()
+                .map(|o| o.object),
+        );
+        let view = state.cluster_role("view").cloned().expect("view");
+        let mut new = view.clone();
+        new.rules.push(crate::rbac::PolicyRule::of(
+            &["get"],
+            &[""],
+            &["secrets"],
+            &[],
+        ));
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "operation": "UPDATE",
+                "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRole"},
+                "object": new, "oldObject": view}
+        });
+        let v = Validator::new(
+            Arc::new(Policy::default()),
+            Arc::new(StaticState(Arc::new(state))),
+        );
+        let verdict = v
+            .review(serde_json::to_string(&review).unwrap().as_bytes())
+            .unwrap();
+        let message = &verdict.response.status.as_ref().expect("denied").message;
+        assert!(!message.contains("already granted"), "{message}");
+        assert!(
+            message.contains(r#"the rules come from "extra" through aggregation"#),
+            "{message}"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<u8> {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
-    let client = kube::Client::try_default()
+    let client = crate::cluster::client()
         .await
         .context("cannot build a Kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let state = tokio::time::timeout(Duration::from_secs(60), crate::cluster::list_rbac(client))

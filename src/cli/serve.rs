@@ -147,7 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(StaticState(Arc::new(state)))
     } else {
         // KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount.
-        let c = kube::Client::try_default()
+        let c = crate::cluster::client()
             .await
             .context("cannot build a Kubernetes client (no kubeconfig or in-cluster config; use --standalone to run without a cluster)")?;
         tracing::info!(

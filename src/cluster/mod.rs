@@ -1,6 +1,7 @@
 //! All API-server I/O lives here: the watch-fed RBAC cache, one-off reads for `audit`, the
 //! tenancy reconciler (server-side apply) and its leader election.
 
+pub mod backoff;
 pub mod leader;
 pub mod rbac_cache;
 pub mod tenancy;
@@ -15,6 +16,19 @@ use crate::rbac::{ClusterState, RbacObject};
 pub use leader::LeaseConfig;
 pub use rbac_cache::LiveState;
 pub use tenancy::{ReconcileMetrics, ReconcilerHandle, TenancyNudge, TenancyReconciler};
+
+/// A client for the cluster in KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount.
+/// kube's built-in retry of 429/503/504 is off: it retries 15 times with a delay doubling to
+/// minutes, which hid an API-server outage from the RBAC watch for a minute and more (the cache
+/// kept claiming to be synced). Every caller here retries on its own terms: the watches re-list
+/// within seconds, the reconciler backs off per namespace, a review's live read fails closed.
+pub async fn client() -> Result<Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.default_retry = false;
+    Client::try_from(config)
+}
 
 /// The engine's model of a k8s-openapi object (off the hot path: once per watch event).
 pub(crate) fn to_engine<K: Serialize>(object: &K) -> Option<RbacObject> {

@@ -1,6 +1,12 @@
 //! `LiveState`: the cluster's ClusterRoles and ClusterRoleBindings, kept by kube-runtime watchers
-//! (list, then watch; re-list on 410 Gone; exponential backoff on errors) and published to the
-//! admission handlers as immutable `ClusterState` snapshots. Reviews never call the API server.
+//! (list, then watch) and published to the admission handlers as immutable `ClusterState`
+//! snapshots. Reviews never call the API server.
+//!
+//! A watch that fails may have missed events (an API-server restart answers the old position
+//! with "too old resource version"), so the kind counts as unsynced, and verdicts are strict,
+//! from the first error until a fresh list completes; that list starts within a bounded backoff
+//! (at most [`RELIST_MAX`]) that resets on success, so a recovered API server is re-listed within
+//! seconds, not after a backoff grown during the outage.
 //!
 //! One task owns the mutable state. Watch events for both kinds arrive on a channel; after each
 //! burst the owner publishes a new snapshot through an `ArcSwap`, so readers take a snapshot
@@ -10,15 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::rbac::v1 as rbacv1;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::backoff::{RelistBackoff, RELIST_MAX};
 use super::to_engine;
 use crate::admission::{BindingsLookup, Lookup, NamespaceLookup, StateSource};
 use crate::rbac::{ClusterState, RbacKind, RbacObject};
@@ -30,6 +36,8 @@ const WATCHED: [RbacKind; 2] = [RbacKind::ClusterRole, RbacKind::ClusterRoleBind
 /// What a watcher tells the owner task.
 #[derive(Debug)]
 enum Change {
+    /// The watch failed: events may be missing until the next complete list.
+    Lost(RbacKind),
     /// A (re-)list began: collect the objects that follow.
     Relist(RbacKind),
     Listed(RbacObject),
@@ -67,8 +75,8 @@ impl StateSource for LiveState {
         self.current.load_full()
     }
 
-    /// True once both kinds have been listed completely. A later re-list (after 410 Gone) keeps
-    /// serving the previous, complete picture until it finishes.
+    /// True once both kinds have been listed completely, and false again from a watch failure
+    /// until the next complete list: the previous picture keeps serving, with strict verdicts.
     fn synced(&self) -> bool {
         self.synced.iter().all(|s| s.load(Ordering::Acquire))
     }
@@ -127,18 +135,12 @@ impl LiveState {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(forward(
             RbacKind::ClusterRole,
-            watcher(
-                Api::<rbacv1::ClusterRole>::all(client.clone()),
-                watcher::Config::default(),
-            ),
+            Api::<rbacv1::ClusterRole>::all(client.clone()),
             tx.clone(),
         ));
         tokio::spawn(forward(
             RbacKind::ClusterRoleBinding,
-            watcher(
-                Api::<rbacv1::ClusterRoleBinding>::all(client),
-                watcher::Config::default(),
-            ),
+            Api::<rbacv1::ClusterRoleBinding>::all(client),
             tx,
         ));
         tokio::spawn(own(state.clone(), rx));
@@ -146,40 +148,38 @@ impl LiveState {
     }
 }
 
-fn watcher<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
+/// Watches one kind forever. Each failure ends the watch: the owner marks the kind unsynced, and
+/// a new watcher starts with a complete list after a short backoff (reset by any success).
+async fn forward<K>(kind: RbacKind, api: Api<K>, tx: mpsc::Sender<Change>)
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug + Send + 'static,
 {
-    watcher::watcher(api, config).default_backoff()
-}
-
-async fn forward<K, S>(kind: RbacKind, stream: S, tx: mpsc::Sender<Change>)
-where
-    K: Serialize,
-    S: Stream<Item = watcher::Result<Event<K>>> + Send,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        let change = match event {
-            Ok(Event::Init) => Some(Change::Relist(kind)),
-            Ok(Event::InitApply(o)) => to_engine(&o).map(Change::Listed),
-            Ok(Event::InitDone) => Some(Change::Synced(kind)),
-            Ok(Event::Apply(o)) => to_engine(&o).map(Change::Applied),
-            Ok(Event::Delete(o)) => to_engine(&o).map(Change::Deleted),
-            Err(e) => {
-                // The backoff wrapper retries; the last complete picture keeps serving.
-                tracing::warn!(kind = kind.as_str(), error = %e, "RBAC watch failed; retrying with backoff");
-                None
-            }
-        };
-        if let Some(change) = change {
-            if tx.send(change).await.is_err() {
-                return;
+    let mut backoff = RelistBackoff::default();
+    loop {
+        let mut stream = std::pin::pin!(watcher::watcher(api.clone(), watcher::Config::default()));
+        while let Some(event) = stream.next().await {
+            let change = match event {
+                Ok(Event::Init) => Some(Change::Relist(kind)),
+                Ok(Event::InitApply(o)) => to_engine(&o).map(Change::Listed),
+                Ok(Event::InitDone) => Some(Change::Synced(kind)),
+                Ok(Event::Apply(o)) => to_engine(&o).map(Change::Applied),
+                Ok(Event::Delete(o)) => to_engine(&o).map(Change::Deleted),
+                Err(e) => {
+                    tracing::warn!(kind = kind.as_str(), error = %e, "RBAC watch failed; strict verdicts until it is listed again");
+                    if tx.send(Change::Lost(kind)).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            };
+            kube::runtime::utils::Backoff::reset(&mut backoff);
+            if let Some(change) = change {
+                if tx.send(change).await.is_err() {
+                    return;
+                }
             }
         }
+        tokio::time::sleep(backoff.next().unwrap_or(RELIST_MAX)).await;
     }
 }
 
@@ -193,6 +193,12 @@ async fn own(live: Arc<LiveState>, mut rx: mpsc::Receiver<Change>) {
         let mut next = Some(first);
         while let Some(change) = next {
             match change {
+                Change::Lost(kind) => {
+                    if let Some(i) = slot(kind) {
+                        relisting[i] = None;
+                        live.synced[i].store(false, Ordering::Release);
+                    }
+                }
                 Change::Relist(kind) => {
                     if let Some(i) = slot(kind) {
                         relisting[i] = Some(Vec::new());

@@ -199,7 +199,7 @@ impl TenancyReconciler {
     /// Carries out the plan for one namespace, counting the outcome and recording 403s as Events.
     pub async fn reconcile_namespace(&self, ns: &Namespace) -> Result<Outcome, ReconcileError> {
         let started = Instant::now();
-        let result = self.carry_out(tenancy::plan(&self.policy, ns)).await;
+        let result = self.carry_out(ns, tenancy::plan(&self.policy, ns)).await;
         match &result {
             Ok(outcome) => {
                 self.metrics.observe(outcome.as_str(), started);
@@ -223,7 +223,7 @@ impl TenancyReconciler {
         result
     }
 
-    async fn carry_out(&self, plan: Plan) -> Result<Outcome, ReconcileError> {
+    async fn carry_out(&self, ns: &Namespace, plan: Plan) -> Result<Outcome, ReconcileError> {
         match plan {
             Plan::Terminating => Ok(Outcome::Terminating),
             Plan::Ignore => Ok(Outcome::Ignored),
@@ -233,7 +233,15 @@ impl TenancyReconciler {
                 if let Some(role) = &grant.role {
                     self.apply(Managed::Role, role).await?;
                 }
-                self.apply(Managed::RoleBinding, &grant.binding).await?;
+                match self.apply(Managed::RoleBinding, &grant.binding).await {
+                    Err(ReconcileError::Api {
+                        source: kube::Error::Api(s),
+                        ..
+                    }) if s.code == 422 && s.message.contains("roleRef") => {
+                        self.replace_squatter(ns, &grant.binding).await?
+                    }
+                    other => other?,
+                }
                 Ok(Outcome::Granted)
             }
             Plan::Prune {
@@ -275,6 +283,65 @@ impl TenancyReconciler {
             Ok(_) => Ok(()),
             Err(e) => Err(self.error("apply", what, namespace, name, e)),
         }
+    }
+
+    /// A RoleBinding of the managed name with another roleRef (made before the namespace became a
+    /// tenancy namespace, when the name was nobody's) cannot be applied over: roleRef is
+    /// immutable. It is deleted (that exact object, by UID) and the managed one applied in its
+    /// place, with a Warning Event saying what was replaced.
+    async fn replace_squatter(
+        &self,
+        ns: &Namespace,
+        binding: &RoleBinding,
+    ) -> Result<(), ReconcileError> {
+        let namespace = binding.namespace().unwrap_or_default();
+        let name = binding.name_any();
+        let what = Managed::RoleBinding;
+        let api = Api::<RoleBinding>::namespaced(self.client.clone(), &namespace);
+        let err = |action, e| self.error(action, what, namespace.clone(), name.clone(), e);
+        let Some(found) = api.get_opt(&name).await.map_err(|e| err("read", e))? else {
+            // Gone meanwhile: apply again.
+            return self.apply(what, binding).await;
+        };
+        let subjects: Vec<String> = found
+            .subjects
+            .iter()
+            .flatten()
+            .map(|s| format!("{} {:?}", s.kind, s.name))
+            .collect();
+        let replaced = format!(
+            "replaced RoleBinding {namespace}/{name} (roleRef {} {:?}, subjects [{}]), which held the managed name, with secretscope's binding of {} {:?}",
+            found.role_ref.kind,
+            found.role_ref.name,
+            subjects.join(", "),
+            binding.role_ref.kind,
+            binding.role_ref.name,
+        );
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: found.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(err("delete", e)),
+        }
+        self.apply(what, binding).await?;
+        tracing::warn!(namespace = %namespace, "{replaced}");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ManagedNameTaken".into(),
+            note: Some(replaced.chars().take(1000).collect()),
+            action: "ReplaceRoleBinding".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &ns.object_ref(&())).await {
+            tracing::warn!(namespace = %namespace, error = %e, "cannot record the Event");
+        }
+        Ok(())
     }
 
     /// Removes a managed object, if it is there and secretscope's (never a same-named object
@@ -431,6 +498,8 @@ async fn run_controller(ctx: Arc<TenancyReconciler>) {
         owner(b.namespace())
     })
     .with_config(controller::Config::default().concurrency(CONCURRENCY))
+    // A watch that failed (an API-server restart) is listed again within seconds.
+    .trigger_backoff(super::backoff::RelistBackoff::default())
     .run(reconcile, error_policy, ctx)
     .for_each(|result| async move {
         if let Err(e) = result {

@@ -384,11 +384,12 @@ fn cluster_role(
         let mut f = g.secrets(access, Severity::Deny, Scope::ClusterWide);
         let through = aggregation_chain(&path.through);
         f.message = format!(
-            "secretscope: {} grants {} cluster-wide {access}{through} through ClusterRoleBinding {} {}",
+            "secretscope: {} grants {} cluster-wide {access}{through} through ClusterRoleBinding {} {}{}",
             g.object,
             describe_subjects(subjects),
             quoted([path.binding.metadata.name.as_str()].into_iter()),
             g.via(&f),
+            aggregated_fix(&f, name),
         );
         f.subjects = subjects.clone();
         f.bindings = vec![path.binding.metadata.name.clone()];
@@ -512,10 +513,11 @@ fn cluster_role_binding(
         } else {
             let mut f = g.secrets(&access, Severity::Deny, Scope::ClusterWide);
             f.message = format!(
-                "secretscope: {} grants {} cluster-wide {access} {}",
+                "secretscope: {} grants {} cluster-wide {access} {}{}",
                 g.object,
                 describe_subjects(&subjects),
-                g.via(&f)
+                g.via(&f),
+                aggregated_fix(&f, role_name),
             );
             f
         };
@@ -626,6 +628,27 @@ fn aggregation_chain(through: &[&str]) -> String {
     };
     out.push_str(&format!("{link}\"{}\")", clip(last)));
     out
+}
+
+/// When the Secrets rules come from roles aggregated into `role` (the aggregation controller
+/// writing them in is what is being judged), the fix is on those roles, not on this one.
+fn aggregated_fix(f: &Finding, role: &str) -> String {
+    let sources: Vec<&str> = dedup(
+        f.via
+            .iter()
+            .filter(|r| r.role != role)
+            .map(|r| r.role.as_str()),
+    );
+    if sources.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; the rules come from {} through aggregation: remove the Secrets rule from {} or the label that aggregates {} into ClusterRole {}",
+        quoted(sources.iter().copied()),
+        if sources.len() == 1 { "it" } else { "them" },
+        if sources.len() == 1 { "it" } else { "them" },
+        quoted([role].into_iter()),
+    )
 }
 
 fn only_named(open: &OpenRoute) -> String {
