@@ -16,9 +16,13 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
         Command::Manifests(args) => cli::manifests::run(&args).map(|()| 0),
-        Command::Serve(args) => {
-            runtime().and_then(|rt| rt.block_on(cli::serve::run(*args)).map(|()| 0))
-        }
+        Command::Serve(args) => runtime().and_then(|rt| {
+            let served = rt.block_on(cli::serve::run(*args));
+            // A review cut off by its deadline may still be judging on the blocking pool (its
+            // work budget ends it); exit without waiting for it.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            served.map(|()| 0)
+        }),
         Command::Audit(args) => runtime().and_then(|rt| rt.block_on(cli::audit::run(&args))),
     };
     match result {

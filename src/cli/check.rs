@@ -198,6 +198,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
+    for warning in policy.warnings() {
+        eprintln!("secretscope: warning: policy: {warning}");
+    }
     if let Some(scope) = args.scope {
         policy.eval.scope = match scope {
             ScopeArg::Bindings => BindingScope::Bindings,

@@ -136,6 +136,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
+    for warning in policy.warnings() {
+        tracing::warn!("policy: {warning}");
+    }
     let mut client = None;
     let source: Arc<dyn StateSource> = if args.standalone {
         let state = standalone_state(&args.state).context("standalone state")?;
