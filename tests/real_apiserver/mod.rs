@@ -409,7 +409,8 @@ fn on_spawner<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
             let _ = tx.send(f());
         }))
         .expect("the process-starting thread is gone");
-    rx.recv().expect("a job on the process-starting thread panicked")
+    rx.recv()
+        .expect("a job on the process-starting thread panicked")
 }
 
 /// Starts `cmd` so the kernel SIGKILLs it when the test process ends (however it ends), with
@@ -443,7 +444,10 @@ pub fn spawn_logged(mut cmd: Command, log: &Path) -> Result<u32, String> {
             .spawn()
             .map_err(|e| format!("start {:?}: {e}", cmd.get_program()))?;
         let pid = child.id();
-        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
         Ok(pid)
     })
 }
@@ -729,13 +733,20 @@ impl ControlPlane {
         cmd
     }
 
-    /// Stops kube-apiserver (SIGTERM, SIGKILL after 30 s); etcd and the controller manager
-    /// keep running. `false` if it was not running.
+    /// Stops kube-apiserver abruptly (SIGKILL: connections and watches cut, as in a crash or
+    /// a node loss; a SIGTERM'd one drains for ~30 s while clients hold watches); etcd and the
+    /// controller manager keep running. `false` if it was not running.
     pub fn stop_apiserver(&self) -> bool {
-        let pid = self.apiserver.lock().unwrap_or_else(|e| e.into_inner()).pid.take();
+        let pid = self
+            .apiserver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pid
+            .take();
         match pid {
             Some(pid) => {
-                stop(pid, Duration::from_secs(30));
+                signal(pid, SIG_KILL);
+                let _ = wait_exit(pid, Duration::from_secs(10));
                 true
             }
             None => false,
