@@ -5,7 +5,7 @@ BIN_DEBUG := target/debug/secretscope
 BIN_RELEASE := target/release/secretscope
 LISTEN ?= 127.0.0.1:8443
 
-.PHONY: all build release run test lint fmt bench certs clean
+.PHONY: all build release run test lint fmt bench certs clean fuzz-smoke
 
 all: build
 
@@ -44,6 +44,12 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked
+
+# Builds the cargo-fuzz targets in fuzz/ (nightly, or stable with RUSTC_BOOTSTRAP=1) and runs each
+# for FUZZ_SECONDS seconds from seeds (examples/, deploy/, ../shared/corpus/rbac); fails on any crash.
+FUZZ_SECONDS ?= 60
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/smoke.sh
 
 clean:
 	$(CARGO) clean
