@@ -1893,6 +1893,99 @@ async fn s12_apiserver_restarts_with_secretscope_down_and_break_glass() {
     hooks.delete();
 }
 
+/// 13 (issue 9 item 5). When kube-controller-manager's aggregation controller writes a child's
+/// Secrets rule into a bound aggregated ClusterRole, the denial (which the controller logs) does
+/// not claim the role held the grant before, and names the fix: the child or its label.
+#[tokio::test]
+async fn s13_aggregation_controller_write_denial_names_the_child() {
+    let _serial = private_exclusive();
+    let Some(cp) = private_control_plane() else { return };
+    let admin = cp.admin_client().await;
+    let ss = Secretscope::start(cp, "", &[]).await;
+    let mut hooks = Webhooks::register(cp, &ss, "", None);
+    let cleanup = Cleanup::new(cp);
+    let x = unique_name("agg");
+    let label = format!("secretscope-test/aggregate-to-{x}");
+    let parent = format!("parent-{x}");
+    let child = format!("child-{x}");
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    cleanup.add(&["clusterrole", &parent]);
+    roles
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": parent},
+                "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {&label: "true"}}]},
+                "rules": []})),
+        )
+        .await
+        .expect("an aggregated role selecting nothing yet");
+    let binding = format!("dave-{x}");
+    let mut obj = binding_to_bob(&binding, &parent);
+    obj["subjects"][0]["name"] = json!("dave");
+    cleanup.add(&["clusterrolebinding", &binding]);
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &object(obj))
+        .await
+        .expect("binding it cluster-wide is admitted: it grants nothing");
+
+    // The child is stored while secretscope does not judge (no webhook), and aggregated only once
+    // it judges again: the controller manager is stopped meanwhile.
+    struct StartKcm(&'static ControlPlane);
+    impl Drop for StartKcm {
+        fn drop(&mut self) {
+            let _ = self.0.start_controller_manager();
+        }
+    }
+    assert!(cp.stop_controller_manager());
+    let _kcm = StartKcm(cp);
+    hooks.delete();
+    cleanup.add(&["clusterrole", &child]);
+    roles
+        .create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": child, "labels": {&label: "true"}},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]})),
+        )
+        .await
+        .unwrap();
+    hooks = Webhooks::register(cp, &ss, "", None);
+    let log = cp.dir.join("kube-controller-manager.log");
+    let seen = std::fs::read_to_string(&log).unwrap_or_default().len();
+    cp.start_controller_manager().unwrap();
+    let line = eventually(
+        Duration::from_secs(60),
+        "the aggregation controller's write to be denied",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.get(seen..)?
+                .lines()
+                .find(|l| l.contains("denied the request") && l.contains(&parent))
+                .map(String::from)
+        },
+    )
+    .await;
+    eprintln!("kube-controller-manager logged: {line}");
+    let stored = roles.get(&parent).await.unwrap();
+    assert!(
+        !stored
+            .rules
+            .iter()
+            .flatten()
+            .any(|r| r.resources.iter().flatten().any(|x| x == "secrets")),
+        "the denied write did not happen"
+    );
+    assert!(
+        !line.contains("it already granted this before the update"),
+        "the stored role never held the grant (issue 9 item 5): {line}"
+    );
+    assert!(
+        line.contains(&format!("\\\"{child}\\\"")) || line.contains(&format!("\"{child}\"")),
+        "the denial names the child: {line}"
+    );
+    assert!(line.contains("label"), "the denial names the label as a fix: {line}");
+    drop(hooks);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The harness itself
 

@@ -76,7 +76,8 @@ pub struct ControlPlane {
     /// `SECRETSCOPE_CONTROLPLANE_BIN` when that directory has none.
     pub kubectl_bin: PathBuf,
     issuer: Issuer<'static, KeyPair>,
-    apiserver: Mutex<ApiServer>,
+    apiserver: Mutex<Component>,
+    controller_manager: Mutex<Component>,
 }
 
 enum Unavailable {
@@ -781,6 +782,40 @@ impl ControlPlane {
             })
     }
 
+    /// Stops kube-controller-manager (SIGKILL): no aggregation, namespace or garbage
+    /// collection until [`start_controller_manager`](Self::start_controller_manager).
+    pub fn stop_controller_manager(&self) -> bool {
+        let pid = self
+            .controller_manager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pid
+            .take();
+        match pid {
+            Some(pid) => {
+                signal(pid, SIG_KILL);
+                let _ = wait_exit(pid, Duration::from_secs(10));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts kube-controller-manager again with the flags it had (its log is appended to).
+    pub fn start_controller_manager(&self) -> Result<(), String> {
+        let mut kcm = self
+            .controller_manager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if kcm.pid.is_some() {
+            return Err("kube-controller-manager is already running".into());
+        }
+        let mut cmd = Command::new(self.bin_dir.join("kube-controller-manager"));
+        cmd.args(&kcm.args);
+        kcm.pid = Some(spawn(cmd, &self.dir, "kube-controller-manager")?);
+        Ok(())
+    }
+
     /// [`stop_apiserver`](Self::stop_apiserver), `down` of downtime, then
     /// [`start_apiserver`](Self::start_apiserver).
     pub async fn restart_apiserver(&self, down: Duration) -> Result<(), String> {
@@ -790,8 +825,8 @@ impl ControlPlane {
     }
 }
 
-/// The kube-apiserver process of a control plane: its flags, for a restart, and its pid.
-struct ApiServer {
+/// A process of a control plane: its flags, for a restart, and its pid while it runs.
+struct Component {
     args: Vec<String>,
     pid: Option<u32>,
 }
@@ -837,9 +872,13 @@ fn start(name: &str) -> Result<ControlPlane, Unavailable> {
                     version: up.version,
                     startup: started.elapsed(),
                     issuer: pki.issuer,
-                    apiserver: Mutex::new(ApiServer {
+                    apiserver: Mutex::new(Component {
                         args: up.apiserver_args,
                         pid: Some(up.apiserver_pid),
+                    }),
+                    controller_manager: Mutex::new(Component {
+                        args: up.kcm_args,
+                        pid: Some(up.kcm_pid),
                     }),
                 });
             }
@@ -926,6 +965,8 @@ struct Up {
     version: String,
     apiserver_args: Vec<String>,
     apiserver_pid: u32,
+    kcm_args: Vec<String>,
+    kcm_pid: u32,
 }
 
 async fn start_once(
@@ -1019,22 +1060,24 @@ async fn start_once(
 
     std::fs::write(d("admin.kubeconfig"), &kubeconfig)
         .map_err(|e| failed(format!("write admin.kubeconfig: {e}")))?;
-    let mut kcm = Command::new(bin.join("kube-controller-manager"));
-    kcm.arg(format!("--kubeconfig={}", d("admin.kubeconfig").display()))
-        .arg(
-            "--controllers=clusterrole-aggregation-controller,namespace-controller,\
-             garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller",
-        )
-        .arg("--use-service-account-credentials=false")
-        .arg("--leader-elect=false")
-        .arg("--bind-address=127.0.0.1")
-        .arg("--secure-port=0")
-        .arg(format!(
+    let kcm_args: Vec<String> = vec![
+        format!("--kubeconfig={}", d("admin.kubeconfig").display()),
+        "--controllers=clusterrole-aggregation-controller,namespace-controller,\
+         garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller"
+            .into(),
+        "--use-service-account-credentials=false".into(),
+        "--leader-elect=false".into(),
+        "--bind-address=127.0.0.1".into(),
+        "--secure-port=0".into(),
+        format!(
             "--service-account-private-key-file={}",
             d("sa.key").display()
-        ))
-        .arg(format!("--root-ca-file={}", d("ca.crt").display()))
-        .arg("--v=1");
+        ),
+        format!("--root-ca-file={}", d("ca.crt").display()),
+        "--v=1".into(),
+    ];
+    let mut kcm = Command::new(bin.join("kube-controller-manager"));
+    kcm.args(&kcm_args);
     let kcm_pid = spawn(kcm, dir, "kube-controller-manager").map_err(failed)?;
     pids.push(kcm_pid);
     // Ready when its controllers have acted: the aggregated `view` role has rules, and the
@@ -1060,5 +1103,7 @@ async fn start_once(
         version,
         apiserver_args,
         apiserver_pid,
+        kcm_args,
+        kcm_pid,
     })
 }
