@@ -71,6 +71,10 @@ pub struct Loaded {
     /// Raw documents that are not RBAC objects (for other readers, e.g. Azure role definitions).
     pub other: Vec<(Origin, serde_json::Value)>,
     pub files: usize,
+    /// Documents read, whatever their kind (errors included).
+    pub documents: usize,
+    /// The paths given to `load_paths` that held no document.
+    pub empty_paths: Vec<String>,
 }
 
 impl Loaded {
@@ -79,14 +83,19 @@ impl Loaded {
         self.errors.extend(other.errors);
         self.other.extend(other.other);
         self.files += other.files;
+        self.documents += other.documents;
+        self.empty_paths.extend(other.empty_paths);
     }
 }
 
 /// Loads every path: `-` is stdin, a directory is walked for `.yaml`, `.yml` and `.json` files
-/// (sorted, so output is stable).
+/// (sorted, so output is stable; hidden files and directories such as `.git` skipped; symlinks
+/// followed, with a loop reported once as an input error rather than walked again and again).
+/// Paths that hold no document at all are an input error: a CI gate must not pass on a wrong path.
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     let mut out = Loaded::default();
     for path in paths {
+        let before = out.documents;
         if path.as_os_str() == "-" {
             let mut text = String::new();
             match std::io::stdin().read_to_string(&mut text) {
@@ -94,34 +103,62 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
                 Err(e) => out.errors.push(file_error("<stdin>", e)),
             }
         } else if path.is_dir() {
-            let mut files = Vec::new();
-            if let Err(e) = walk(path, &mut files) {
-                out.errors.push(file_error(&path.display().to_string(), e));
-            }
-            files.sort();
-            for f in files {
-                out.merge(load_file(&f));
+            let walk = walkdir::WalkDir::new(path)
+                .follow_links(true)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                });
+            for entry in walk {
+                match entry {
+                    Ok(e) if e.file_type().is_file() && is_manifest(e.path()) => {
+                        out.merge(load_file(e.path()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let at = e.path().unwrap_or(path).display().to_string();
+                        out.errors.push(file_error(&at, e));
+                    }
+                }
             }
         } else {
             out.merge(load_file(path));
         }
+        out.empty_paths
+            .extend((out.documents == before).then(|| path.display().to_string()));
     }
     out
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, files)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            files.push(path);
+impl Loaded {
+    /// An input error per given path that held no document at all, for readers (`check`) for
+    /// which a wrong path must not pass as "nothing to report". `--state` may be empty.
+    pub fn require_documents(&mut self) {
+        for path in std::mem::take(&mut self.empty_paths) {
+            if !self
+                .errors
+                .iter()
+                .any(|e| same_path(&e.file, Path::new(&path)))
+            {
+                self.errors.push(file_error(
+                    &path,
+                    "no YAML or JSON documents here (a directory is searched for .yaml, .yml and .json files)",
+                ));
+            }
         }
     }
-    Ok(())
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+fn same_path(file: &str, path: &Path) -> bool {
+    Path::new(file).starts_with(path) || (file == "<stdin>" && path.as_os_str() == "-")
 }
 
 fn file_error(file: &str, e: impl fmt::Display) -> InputError {
@@ -200,6 +237,7 @@ pub fn parse_stream(text: &str, file: &str, json: bool) -> Loaded {
         }
         docs
     };
+    out.documents = docs.len() + out.errors.len();
     for (document, line, value) in docs {
         let origin = Origin {
             file: file.to_string(),
@@ -368,6 +406,39 @@ items:
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors.first());
         assert_eq!(loaded.objects.len(), 5_000);
         assert_eq!(loaded.objects[4_999].origin.document, 5_000);
+    }
+
+    /// Issue 10: a directory walk skips hidden directories (`.git`), reports a symlink loop once
+    /// instead of walking it again and again, and a path with no documents is an input error.
+    #[test]
+    fn directory_walk_skips_hidden_detects_loops_and_needs_documents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("charts/sub")).unwrap();
+        std::fs::create_dir_all(root.join(".git")).unwrap();
+        let role =
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\n";
+        std::fs::write(root.join("charts/sub/a.yaml"), role).unwrap();
+        std::fs::write(root.join(".git/hidden.yaml"), role).unwrap();
+        std::os::unix::fs::symlink(root.join("charts"), root.join("charts/sub/loop")).unwrap();
+        let loaded = load_paths(&[root.to_path_buf()]);
+        assert_eq!(loaded.objects.len(), 1, "{:?}", loaded.objects);
+        assert_eq!(loaded.errors.len(), 1, "{:?}", loaded.errors);
+        assert!(
+            loaded.errors[0].message.contains("loop"),
+            "{}",
+            loaded.errors[0]
+        );
+
+        let empty = tempfile::tempdir().expect("tempdir");
+        std::fs::write(empty.path().join("README.md"), "not a manifest").unwrap();
+        let mut loaded = load_paths(&[empty.path().to_path_buf()]);
+        assert!(loaded.errors.is_empty(), "an empty --state is fine");
+        loaded.require_documents();
+        assert_eq!(loaded.errors.len(), 1);
+        assert!(loaded.errors[0]
+            .message
+            .contains("no YAML or JSON documents"));
     }
 
     #[test]

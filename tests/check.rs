@@ -94,7 +94,10 @@ fn exit_codes_clean_findings_and_bad_input() {
 
     let (code, out, _) = check(&["-"], Some("a: [\n"));
     assert_eq!(code, 2);
-    assert!(out.contains("ERROR <stdin>: invalid YAML"), "{out}");
+    assert!(
+        out.contains("ERROR <stdin>: document 1 (line 1): invalid YAML"),
+        "{out}"
+    );
 
     let (code, out, _) = check(&["/nonexistent/manifests.yaml"], None);
     assert_eq!(code, 2);
@@ -265,4 +268,61 @@ fn sarif_output_for_code_scanning() {
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(rule_ids, vec!["input-error", "secrets"]);
+}
+
+/// Issue 10: the JSON says, per verb, whether all Secrets or only named ones are reached, for
+/// mixed grants the old `names` field got wrong (it was filled only when every verb was named).
+#[test]
+fn json_carries_per_verb_reach_for_mixed_grants() {
+    let role = |name: &str, rules: &str| {
+        format!(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name}}}\nrules: {rules}\n\
+             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {name}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\nsubjects: [{{kind: User, name: bob}}]\n"
+        )
+    };
+    let s = r#"apiGroups: [""], resources: [secrets]"#;
+    let cases = [
+        (
+            "watch-all-patch-a",
+            format!("[{{{s}, verbs: [watch]}}, {{{s}, verbs: [patch], resourceNames: [a]}}]"),
+            serde_json::json!([{"verb": "watch", "secrets": "all"}, {"verb": "patch", "secrets": "named", "names": ["a"]}]),
+        ),
+        (
+            "get-a-list-all",
+            format!("[{{{s}, verbs: [get], resourceNames: [a]}}, {{{s}, verbs: [list]}}]"),
+            serde_json::json!([{"verb": "get", "secrets": "named", "names": ["a"]}, {"verb": "list", "secrets": "all"}]),
+        ),
+        (
+            "empty-name",
+            format!(
+                "[{{{s}, verbs: [list, create, deletecollection, get], resourceNames: [\"\"]}}]"
+            ),
+            serde_json::json!([{"verb": "list", "secrets": "all"}, {"verb": "create", "secrets": "all"}, {"verb": "deletecollection", "secrets": "all"}]),
+        ),
+        (
+            "named-create",
+            format!("[{{{s}, verbs: [create], resourceNames: [tls]}}]"),
+            serde_json::json!([{"verb": "create", "secrets": "named", "names": ["tls"]}]),
+        ),
+        (
+            "delete-all-update-b",
+            format!("[{{{s}, verbs: [delete]}}, {{{s}, verbs: [update], resourceNames: [b, a]}}]"),
+            serde_json::json!([{"verb": "update", "secrets": "named", "names": ["a", "b"]}, {"verb": "delete", "secrets": "all"}]),
+        ),
+    ];
+    for (name, rules, want) in cases {
+        let (code, out, err) = check(&["--format", "json", "-"], Some(&role(name, &rules)));
+        assert_eq!(code, 1, "{name}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let binding = report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| {
+                f["object"]["kind"] == "ClusterRoleBinding" && f["route"]["type"] == "secrets"
+            })
+            .unwrap_or_else(|| panic!("{name}: {report:#}"));
+        assert_eq!(binding["reach"], want, "{name}: {binding:#}");
+    }
 }

@@ -35,19 +35,27 @@ pub struct Verdict {
 
 pub struct Validator {
     policy: Arc<Policy>,
-    /// The policy's options with strict scope: used while the state is not synced (fail closed).
+    /// The policy's options as admission judges with them.
+    synced: EvalOptions,
+    /// The same with strict scope: used while the state is not synced (fail closed).
     unsynced: EvalOptions,
     state: Arc<dyn StateSource>,
 }
 
 impl Validator {
     pub fn new(policy: Arc<Policy>, state: Arc<dyn StateSource>) -> Self {
+        // Responses carry messages only; per-verb name lists would copy every name per verb.
+        let synced = EvalOptions {
+            name_details: false,
+            ..policy.eval.clone()
+        };
         let unsynced = EvalOptions {
             scope: BindingScope::Strict,
-            ..policy.eval.clone()
+            ..synced.clone()
         };
         Self {
             policy,
+            synced,
             unsynced,
             state,
         }
@@ -158,7 +166,7 @@ impl Validator {
             Arc::make_mut(&mut state).extend(live);
         }
         let opts = if self.state.synced() {
-            &self.policy.eval
+            &self.synced
         } else {
             &self.unsynced
         };

@@ -207,7 +207,8 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
             ScopeArg::Strict => BindingScope::Strict,
         };
     }
-    let loaded = manifest::load_paths(&args.paths);
+    let mut loaded = manifest::load_paths(&args.paths);
+    loaded.require_documents();
     let report = judge(&loaded, &policy, !args.no_builtins);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

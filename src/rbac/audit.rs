@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::evaluate::{evaluate, EvalOptions};
-use super::finding::{Route, RuleRef, Severity};
+use super::finding::{Route, RuleRef, Severity, VerbReach};
 use super::model::{RbacObject, Subject};
 use super::state::ClusterState;
 
@@ -19,6 +19,9 @@ pub struct Grant {
     pub verbs: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
+    /// Per verb: every Secret or only the named ones (Secrets grants).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reach: Vec<VerbReach>,
     pub via: Vec<RuleRef>,
 }
 
@@ -59,6 +62,7 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
                         route: Route::Secrets,
                         verbs: vec![format!("unknown: {e}")],
                         names: Vec::new(),
+                        reach: Vec::new(),
                         via: Vec::new(),
                     });
                 }
@@ -76,6 +80,7 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
                     route: f.route,
                     verbs: f.verbs.clone(),
                     names: f.names.clone(),
+                    reach: f.reach.clone(),
                     via: f.via.clone(),
                 });
             }

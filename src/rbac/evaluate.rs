@@ -6,12 +6,14 @@ use serde::Serialize;
 use super::budget::{Budget, OverBudget, DEFAULT_WORK_LIMIT};
 use super::builtin::{self, Bootstrap};
 use super::effective::{cluster_bindings, BindingPath, EffectiveRules};
-use super::finding::{describe_subjects, describe_via, Finding, Route, RuleRef, Scope, Severity};
+use super::finding::{
+    describe_subjects, describe_via, Finding, Route, RuleRef, Scope, Severity, VerbReach,
+};
 use super::indirect::{indirect_routes, OpenRoute};
 use super::model::{
     ClusterRole, ClusterRoleBinding, ObjectRef, RbacKind, RbacObject, Role, RoleBinding, Subject,
 };
-use super::secrets::SecretsAccess;
+use super::secrets::{Reach, SecretsAccess};
 use super::state::ClusterState;
 
 /// Per-object opt-out, honoured only when the policy allows it.
@@ -120,6 +122,9 @@ pub struct EvalOptions {
     pub honour_exempt_annotation: bool,
     /// Steps one object's judgement may take (see [`Budget`]).
     pub work_limit: u64,
+    /// Fill `names` and `reach` in findings. Admission reads only messages, and a rule may name
+    /// a great many Secrets: it turns this off rather than copy every name per verb.
+    pub name_details: bool,
 }
 
 impl Default for EvalOptions {
@@ -131,6 +136,7 @@ impl Default for EvalOptions {
             exempt_subjects: Vec::new(),
             honour_exempt_annotation: false,
             work_limit: DEFAULT_WORK_LIMIT,
+            name_details: true,
         }
     }
 }
@@ -185,8 +191,10 @@ pub fn evaluate(
     let mut findings = match object {
         RbacObject::ClusterRole(cr) => cluster_role(cr, state, opts, &budget)?,
         RbacObject::ClusterRoleBinding(crb) => cluster_role_binding(crb, state, opts, &budget)?,
-        RbacObject::Role(r) => role(r, object.object_ref()),
-        RbacObject::RoleBinding(rb) => role_binding(rb, state, object.object_ref(), &budget)?,
+        RbacObject::Role(r) => role(r, object.object_ref(), opts.name_details),
+        RbacObject::RoleBinding(rb) => {
+            role_binding(rb, state, object.object_ref(), &budget, opts.name_details)?
+        }
     };
     if opts.honour_exempt_annotation {
         if let Some(reason) = object
@@ -208,6 +216,8 @@ pub fn evaluate(
 }
 
 struct Grant<'a> {
+    /// See [`EvalOptions::name_details`].
+    details: bool,
     object: ObjectRef,
     rules: &'a EffectiveRules<'a>,
     role_kind: &'static str,
@@ -222,11 +232,28 @@ impl Grant<'_> {
             route: Route::Secrets,
             scope,
             verbs: access.verbs().iter().map(|v| v.to_string()).collect(),
-            names: if access.named_only() {
+            names: if self.details {
                 access.names().into_iter().map(String::from).collect()
             } else {
                 Vec::new()
             },
+            reach: access
+                .grants()
+                .iter()
+                .filter(|_| self.details)
+                .map(|(verb, reach)| match reach {
+                    Reach::All => VerbReach {
+                        verb: verb.as_str(),
+                        secrets: "all",
+                        names: Vec::new(),
+                    },
+                    Reach::Named(names) => VerbReach {
+                        verb: verb.as_str(),
+                        secrets: "named",
+                        names: names.set().into_iter().map(String::from).collect(),
+                    },
+                })
+                .collect(),
             subjects: Vec::new(),
             bindings: Vec::new(),
             via: RuleRef::collect(self.role_kind, self.rules, &access.granting_rules),
@@ -259,6 +286,7 @@ impl Grant<'_> {
                     scope: Scope::ClusterWide,
                     verbs: Vec::new(),
                     names: Vec::new(),
+                    reach: Vec::new(),
                     subjects: subjects.to_vec(),
                     bindings: bindings.to_vec(),
                     via: RuleRef::collect(self.role_kind, self.rules, &open.rules),
@@ -350,6 +378,7 @@ fn cluster_role(
         namespace: None,
     };
     let grant = |rules| Grant {
+        details: opts.name_details,
         object: object.clone(),
         rules,
         role_kind: "ClusterRole",
@@ -471,6 +500,7 @@ fn cluster_role_binding(
             scope: Scope::Unknown,
             verbs: Vec::new(),
             names: Vec::new(),
+            reach: Vec::new(),
             subjects: crb.subjects.clone(),
             bindings: vec![crb.metadata.name.clone()],
             via: Vec::new(),
@@ -483,6 +513,7 @@ fn cluster_role_binding(
     };
     let rules = EffectiveRules::of_cluster_role(role, state, budget)?;
     let g = Grant {
+        details: opts.name_details,
         object,
         rules: &rules,
         role_kind: "ClusterRole",
@@ -513,11 +544,10 @@ fn cluster_role_binding(
         } else {
             let mut f = g.secrets(&access, Severity::Deny, Scope::ClusterWide);
             f.message = format!(
-                "secretscope: {} grants {} cluster-wide {access} {}{}",
+                "secretscope: {} grants {} cluster-wide {access} {}",
                 g.object,
                 describe_subjects(&subjects),
                 g.via(&f),
-                aggregated_fix(&f, role_name),
             );
             f
         };
@@ -545,12 +575,14 @@ fn namespaced(
     role_name: &str,
     rules: &EffectiveRules<'_>,
     subjects: &[Subject],
+    details: bool,
 ) -> Vec<Finding> {
     let access = SecretsAccess::of(rules);
     if access.is_empty() {
         return Vec::new();
     }
     let g = Grant {
+        details,
         object,
         rules,
         role_kind,
@@ -572,9 +604,9 @@ fn namespaced(
     vec![f]
 }
 
-fn role(r: &Role, object: ObjectRef) -> Vec<Finding> {
+fn role(r: &Role, object: ObjectRef, details: bool) -> Vec<Finding> {
     let rules = EffectiveRules::own(&r.metadata.name, &r.rules);
-    namespaced(object, "Role", &r.metadata.name, &rules, &[])
+    namespaced(object, "Role", &r.metadata.name, &rules, &[], details)
 }
 
 fn role_binding(
@@ -582,6 +614,7 @@ fn role_binding(
     state: &ClusterState,
     object: ObjectRef,
     budget: &Budget,
+    details: bool,
 ) -> Result<Vec<Finding>, OverBudget> {
     let ns = rb.metadata.namespace.as_deref().unwrap_or_default();
     let name = rb.role_ref.name.as_str();
@@ -591,13 +624,13 @@ fn role_binding(
             return Ok(Vec::new());
         };
         let rules = EffectiveRules::of_cluster_role(cr, state, budget)?;
-        namespaced(object, "ClusterRole", name, &rules, &rb.subjects)
+        namespaced(object, "ClusterRole", name, &rules, &rb.subjects, details)
     } else {
         let Some(role) = state.role(ns, name) else {
             return Ok(Vec::new());
         };
         let rules = EffectiveRules::own(name, &role.rules);
-        namespaced(object, "Role", name, &rules, &rb.subjects)
+        namespaced(object, "Role", name, &rules, &rb.subjects, details)
     })
 }
 

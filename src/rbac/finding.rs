@@ -84,6 +84,17 @@ impl RuleRef {
     }
 }
 
+/// What one verb reaches: `{"verb": "watch", "secrets": "all"}` or
+/// `{"verb": "patch", "secrets": "named", "names": ["a"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerbReach {
+    pub verb: &'static str,
+    /// `all` or `named`.
+    pub secrets: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub object: ObjectRef,
@@ -92,9 +103,12 @@ pub struct Finding {
     pub scope: Scope,
     /// Verbs granted on the route's target (for Secrets: among get..deletecollection).
     pub verbs: Vec<String>,
-    /// Non-empty when the Secrets access is limited to these names.
+    /// Every name some verb is limited to (see `reach` for which verb reaches what).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
+    /// For Secrets findings, per verb: every Secret, or only the named ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reach: Vec<VerbReach>,
     /// Who receives the grant (empty when no binding grants it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<Subject>,

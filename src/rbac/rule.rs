@@ -150,18 +150,32 @@ pub fn name_coverage(rule: &PolicyRule, req: &ResourceRequest<'_>) -> NameCovera
         return NameCoverage::None;
     }
     if rule.resource_names.is_empty() {
-        NameCoverage::All
-    } else if verb_can_name(req.verb) {
+        return NameCoverage::All;
+    }
+    // `ResourceNameMatches` compares the rule's names with the request's name, and a request
+    // without one (a plain list or watch, a create by POST, any deletecollection) has the name
+    // "": `resourceNames: [""]` therefore allows exactly those, which reach every object.
+    if verb_can_go_unnamed(req.verb) && rule.resource_names.iter().any(String::is_empty) {
+        return NameCoverage::All;
+    }
+    if verb_can_name(req.verb) && rule.resource_names.iter().any(|n| !n.is_empty()) {
         NameCoverage::Named
     } else {
         NameCoverage::None
     }
 }
 
-/// Verbs whose requests never carry an object name, so `resourceNames` can never match them.
-/// list and watch can: `--field-selector metadata.name=x` sets the name attribute.
+/// Verbs a request may carry an object name for. `create` can: a PUT or server-side apply that
+/// creates object `x` is authorized as `create` of `x`; list and watch can, through a
+/// `metadata.name` field selector. Only `deletecollection` never does.
 pub fn verb_can_name(verb: &str) -> bool {
-    !matches!(verb, "create" | "deletecollection")
+    verb != "deletecollection"
+}
+
+/// Verbs whose requests may carry no name (and so match `resourceNames: [""]`): the collection
+/// verbs, and `create` by POST.
+pub fn verb_can_go_unnamed(verb: &str) -> bool {
+    matches!(verb, "list" | "watch" | "create" | "deletecollection")
 }
 
 #[cfg(test)]
@@ -399,14 +413,34 @@ mod tests {
         let named = rule(&["*"], &[""], &["secrets"], &["a"]);
         assert_eq!(name_coverage(&named, &secrets("get")), NameCoverage::Named);
         assert_eq!(name_coverage(&named, &secrets("list")), NameCoverage::Named);
+        // A PUT or apply that creates "a" is a create named "a".
         assert_eq!(
             name_coverage(&named, &secrets("create")),
-            NameCoverage::None
+            NameCoverage::Named
         );
         assert_eq!(
             name_coverage(&named, &secrets("deletecollection")),
             NameCoverage::None
         );
+        // `[""]` is the name of every request without one.
+        let empty = rule(&["*"], &[""], &["secrets"], &[""]);
+        for verb in ["list", "watch", "create", "deletecollection"] {
+            assert_eq!(
+                name_coverage(&empty, &secrets(verb)),
+                NameCoverage::All,
+                "{verb}"
+            );
+        }
+        for verb in ["get", "update", "patch", "delete"] {
+            assert_eq!(
+                name_coverage(&empty, &secrets(verb)),
+                NameCoverage::None,
+                "{verb}"
+            );
+        }
+        let both = rule(&["*"], &[""], &["secrets"], &["", "a"]);
+        assert_eq!(name_coverage(&both, &secrets("get")), NameCoverage::Named);
+        assert_eq!(name_coverage(&both, &secrets("list")), NameCoverage::All);
         let all = rule(&["*"], &[""], &["secrets"], &[]);
         assert_eq!(name_coverage(&all, &secrets("create")), NameCoverage::All);
     }

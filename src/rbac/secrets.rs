@@ -85,22 +85,25 @@ impl<'a> Names<'a> {
         }
     }
 
-    /// Every name, once, sorted.
+    /// Every name, once, sorted. `""` is not a name an object can have (it stands for requests
+    /// without one, which reach everything, see `name_coverage`), so it is left out.
     pub fn set(&self) -> BTreeSet<&'a str> {
         self.0
             .iter()
             .flat_map(|n| n.iter().map(String::as_str))
+            .filter(|n| !n.is_empty())
             .collect()
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|n| n.iter().any(|x| x == name))
+        !name.is_empty() && self.0.iter().any(|n| n.iter().any(|x| x == name))
     }
 
     pub fn is_subset(&self, other: &Names<'_>) -> bool {
         self.0
             .iter()
             .flat_map(|n| n.iter())
+            .filter(|x| !x.is_empty())
             .all(|x| other.contains(x))
     }
 }
@@ -302,10 +305,14 @@ mod tests {
             &["tls", "ca"],
         )]);
         assert!(a.named_only());
-        assert_eq!(a.verbs(), vec![SecretsVerb::Get, SecretsVerb::List]);
+        assert_eq!(
+            a.verbs(),
+            vec![SecretsVerb::Get, SecretsVerb::List, SecretsVerb::Create],
+            "a PUT or apply that creates Secret \"tls\" is a named create"
+        );
         assert_eq!(
             a.to_string(),
-            r#"read of Secrets named "ca", "tls" (get, list)"#
+            r#"read and write of Secrets named "ca", "tls" (get, list, create; write responses return Secret data too)"#
         );
 
         let a = access(&[
@@ -318,6 +325,26 @@ mod tests {
         assert!(a
             .to_string()
             .contains(r#"write of Secrets named "tls" (update"#));
+
+        // Issue 10: `resourceNames: [""]` matches every request without a name: a plain list or
+        // watch (all Secrets), a create by POST (any new Secret), any deletecollection.
+        let a = access(&[(
+            &["get", "list", "watch", "create", "deletecollection"],
+            &[""],
+            &["secrets"],
+            &[""],
+        )]);
+        for v in [
+            SecretsVerb::List,
+            SecretsVerb::Watch,
+            SecretsVerb::Create,
+            SecretsVerb::DeleteCollection,
+        ] {
+            assert_eq!(a.reach(v), Some(&Reach::All), "{v}");
+        }
+        assert_eq!(a.reach(SecretsVerb::Get), None, "no Secret is named \"\"");
+        assert!(a.reads_everything());
+        assert!(!a.to_string().contains("named"), "{a}");
 
         // An unrestricted rule subsumes a named one for the same verb.
         let a = access(&[

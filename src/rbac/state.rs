@@ -237,26 +237,27 @@ impl ClusterState {
     }
 
     /// The aggregating ClusterRoles that may select a role carrying `labels`: a superset (each
-    /// name once), to be checked against their selectors.
+    /// name once), to be checked against their selectors. The unanchored ones are listed as they
+    /// are, without building a set per call.
     pub fn aggregator_candidates<'s>(
         &'s self,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'s ClusterRole> + 's {
-        let mut names: BTreeSet<&'s str> = self
-            .unanchored_aggregators
-            .iter()
-            .map(String::as_str)
-            .collect();
+        let mut anchored: BTreeSet<&'s str> = BTreeSet::new();
         for (k, v) in labels {
             if let Some(set) = self.aggregators_by_label.get(&(k.clone(), v.clone())) {
-                names.extend(set.iter().map(String::as_str));
+                anchored.extend(set.iter().map(String::as_str));
             }
             if let Some(set) = self.aggregators_by_label_key.get(k) {
-                names.extend(set.iter().map(String::as_str));
+                anchored.extend(set.iter().map(String::as_str));
             }
         }
-        names
-            .into_iter()
+        // An aggregator with several selectors may be both anchored and not: list it once.
+        anchored.retain(|n| !self.unanchored_aggregators.contains(*n));
+        self.unanchored_aggregators
+            .iter()
+            .map(String::as_str)
+            .chain(anchored)
             .filter_map(|n| self.aggregators.get(n).map(|r| &**r))
     }
 

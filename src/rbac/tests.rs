@@ -454,10 +454,10 @@ rules: [{apiGroups: [""], resources: [secrets], resourceNames: [webhook-tls], ve
     assert_eq!(f[0].names, vec!["webhook-tls"]);
     assert_eq!(
         f[0].verbs,
-        vec!["get", "update"],
-        "create never matches a named rule"
+        vec!["get", "create", "update"],
+        "a PUT or apply creating Secret webhook-tls is a named create"
     );
-    assert!(f[0].message.contains(r#"read and write of Secrets named "webhook-tls" (get, update; write responses return Secret data too)"#), "{}", f[0].message);
+    assert!(f[0].message.contains(r#"read and write of Secrets named "webhook-tls" (get, create, update; write responses return Secret data too)"#), "{}", f[0].message);
 }
 
 #[test]
@@ -525,7 +525,7 @@ mod properties {
         "*/*",
         "clusterroles",
     ];
-    const NAMES: &[&str] = &["a", "b"];
+    const NAMES: &[&str] = &["a", "b", ""];
 
     fn pick(from: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
         proptest::sample::subsequence(from, 0..=from.len().min(3))
@@ -600,22 +600,37 @@ mod properties {
             }
         }
 
+        /// Issue 10: per verb, the reach SecretsAccess reports equals the one found by
+        /// enumerating requests and asking `RuleAllows` alone: the unnamed request (a plain list
+        /// or watch, a POST create, a deletecollection: name "") and requests for listed and
+        /// unlisted names. Rules draw `resourceNames` from "a", "b" and "".
         #[test]
-        fn secrets_access_agrees_with_rule_allows(r in rule(), verb in proptest::sample::select(&SecretsVerb::ALL[..]), name in proptest::sample::select(&["a", "b", "c"][..])) {
-            let access = SecretsAccess::of(&EffectiveRules::own("r", std::slice::from_ref(&r)));
-            let named = ResourceRequest::new(verb.as_str(), "", "secrets").named(name);
-            let unnamed = ResourceRequest::new(verb.as_str(), "", "secrets");
-            let want_all = rule_allows(&r, &unnamed);
-            // Requests that carry a name are allowed exactly for names in the reach.
-            let want_named = super::super::rule::verb_can_name(verb.as_str()) && rule_allows(&r, &named);
-            match access.reach(verb) {
-                Some(Reach::All) => prop_assert!(want_all),
-                Some(Reach::Named(names)) => {
-                    prop_assert!(!want_all);
-                    prop_assert_eq!(names.contains(name), want_named);
+        fn reach_equals_request_enumeration(rules in proptest::collection::vec(rule(), 1..4)) {
+            let rules: &'static [PolicyRule] = Box::leak(rules.into_boxed_slice());
+            let access = SecretsAccess::of(&EffectiveRules::own("r", rules));
+            for verb in SecretsVerb::ALL {
+                let v = verb.as_str();
+                let allows = |name: &str| {
+                    let req = ResourceRequest::new(v, "", "secrets").named(name);
+                    rules.iter().any(|r| rule_allows(r, &req))
+                };
+                let unnamed = matches!(v, "list" | "watch" | "create" | "deletecollection");
+                let named = v != "deletecollection";
+                let everything = (unnamed && allows("")) || (named && allows("an-unlisted-name"));
+                let listed: std::collections::BTreeSet<&str> = ["a", "b"]
+                    .into_iter()
+                    .filter(|n| named && allows(n))
+                    .collect();
+                match access.reach(verb) {
+                    Some(Reach::All) => prop_assert!(everything, "{v}: reported all"),
+                    Some(Reach::Named(names)) => {
+                        prop_assert!(!everything, "{v}: reported named, reaches all");
+                        prop_assert_eq!(names.set(), listed, "{}", v);
+                    }
+                    None => prop_assert!(!everything && listed.is_empty(), "{v}: reported none"),
                 }
-                None => prop_assert!(!want_all && !want_named),
             }
         }
+
     }
 }

@@ -434,6 +434,9 @@ pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
         });
     }
 
+    // Before anyone can know the address: a SIGTERM right after start must drain, not kill.
+    let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", opts.listen))?;
@@ -450,6 +453,7 @@ pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
 
     let (phase_tx, phase) = watch::channel(Phase::Serving);
     tokio::spawn(shutdown_on_signal(
+        sigterm,
         phase_tx,
         app.clone(),
         opts.shutdown_delay,
@@ -466,18 +470,13 @@ pub async fn serve(opts: ServeOptions, app: Arc<App>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_on_signal(phase: watch::Sender<Phase>, app: Arc<App>, delay: Duration) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+async fn shutdown_on_signal(
+    mut sigterm: tokio::signal::unix::Signal,
+    phase: watch::Sender<Phase>,
+    app: Arc<App>,
+    delay: Duration,
+) {
+    let terminate = sigterm.recv();
     tokio::select! {
         _ = terminate => {},
         _ = tokio::signal::ctrl_c() => {},
