@@ -1899,7 +1899,9 @@ async fn s12_apiserver_restarts_with_secretscope_down_and_break_glass() {
 #[tokio::test]
 async fn s13_aggregation_controller_write_denial_names_the_child() {
     let _serial = private_exclusive();
-    let Some(cp) = private_control_plane() else { return };
+    let Some(cp) = private_control_plane() else {
+        return;
+    };
     let admin = cp.admin_client().await;
     let ss = Secretscope::start(cp, "", &[]).await;
     let mut hooks = Webhooks::register(cp, &ss, "", None);
@@ -1943,8 +1945,10 @@ async fn s13_aggregation_controller_write_denial_names_the_child() {
     roles
         .create(
             &PostParams::default(),
-            &object(json!({"metadata": {"name": child, "labels": {&label: "true"}},
-                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]})),
+            &object(
+                json!({"metadata": {"name": child, "labels": {&label: "true"}},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+            ),
         )
         .await
         .unwrap();
@@ -1967,11 +1971,11 @@ async fn s13_aggregation_controller_write_denial_names_the_child() {
     eprintln!("kube-controller-manager logged: {line}");
     let stored = roles.get(&parent).await.unwrap();
     assert!(
-        !stored
-            .rules
+        !stored.rules.iter().flatten().any(|r| r
+            .resources
             .iter()
             .flatten()
-            .any(|r| r.resources.iter().flatten().any(|x| x == "secrets")),
+            .any(|x| x == "secrets")),
         "the denied write did not happen"
     );
     assert!(
@@ -1982,7 +1986,10 @@ async fn s13_aggregation_controller_write_denial_names_the_child() {
         line.contains(&format!("\\\"{child}\\\"")) || line.contains(&format!("\"{child}\"")),
         "the denial names the child: {line}"
     );
-    assert!(line.contains("label"), "the denial names the label as a fix: {line}");
+    assert!(
+        line.contains("label"),
+        "the denial names the label as a fix: {line}"
+    );
     drop(hooks);
 }
 
