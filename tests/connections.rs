@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,45 +37,19 @@ impl Server {
 
     fn start_with(dir: tempfile::TempDir, state: &Path, extra: &[&str], rust_log: &str) -> Self {
         let certs = Certs::new();
-        let mut child = Command::new(common::BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--standalone")
-            .arg("--state")
-            .arg(state)
-            .arg("--tls-cert")
-            .arg(certs.path("tls.crt"))
-            .arg("--tls-key")
-            .arg(certs.path("tls.key"))
-            .args(extra)
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn secretscope serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
-                        let _ = tx.send(addr.to_string());
-                    }
-                }
-                sink.lock().map(|mut l| l.push(line)).ok();
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "webhook did not start: {:?}",
-                    logs.lock().map(|l| l.clone())
-                );
-            }
-        };
+        let (child, addr, logs) = common::spawn_serve(
+            Command::new(common::BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+                .arg("--standalone")
+                .arg("--state")
+                .arg(state)
+                .arg("--tls-cert")
+                .arg(certs.path("tls.crt"))
+                .arg("--tls-key")
+                .arg(certs.path("tls.key"))
+                .args(extra)
+                .env("RUST_LOG", rust_log),
+        );
         let port = addr.rsplit(':').next().unwrap().parse().expect("port");
         Self {
             child,

@@ -2,6 +2,8 @@
 //! AdmissionReviews. Each test failed on the main before the fix.
 
 mod common;
+#[path = "../benches/common/bodies.rs"]
+mod bodies;
 
 use common::{object, review, Webhook};
 use serde_json::{json, Value};
@@ -211,20 +213,7 @@ rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
 #[tokio::test]
 async fn a_role_under_a_long_aggregation_chain_is_judged() {
     let n = 8_000;
-    let mut state = String::new();
-    for i in 1..=n {
-        state.push_str(&format!(
-            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
-             metadata: {{name: agg-{i}, labels: {{chain: \"{i}\"}}}}\n\
-             aggregationRule: {{clusterRoleSelectors: [{{matchLabels: {{chain: \"{}\"}}}}]}}\n",
-            i - 1
-        ));
-    }
-    state.push_str(&format!(
-        "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: top}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: agg-{n}}}\n\
-         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}]\n"
-    ));
+    let state = bodies::aggregation_chain(n);
     let wh = Webhook::start(&state, "", &[]);
     let leaf = object(
         r#"

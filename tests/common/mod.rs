@@ -55,6 +55,41 @@ pub enum Source<'a> {
     Cluster(&'a str),
 }
 
+/// Spawns a `secretscope serve` command (stderr piped, JSON logs) and waits until it announces
+/// its address: the child, the address and its log lines as they arrive.
+pub fn spawn_serve(cmd: &mut Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn secretscope serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+            sink.lock().map(|mut l| l.push(line)).ok();
+        }
+    });
+    // Generous: a debug build on a loaded 2-core machine.
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr, logs),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "webhook did not start: {:?}",
+                logs.lock().map(|l| l.clone())
+            );
+        }
+    }
+}
+
 /// A running `secretscope serve`, killed on drop.
 pub struct Webhook {
     pub child: Child,
@@ -114,31 +149,7 @@ impl Webhook {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn secretscope serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
-                        let _ = tx.send(addr.to_string());
-                    }
-                }
-                sink.lock().map(|mut l| l.push(line)).ok();
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "webhook did not start: {:?}",
-                    logs.lock().map(|l| l.clone())
-                );
-            }
-        };
+        let (child, addr, logs) = spawn_serve(&mut cmd);
         Self {
             child,
             addr,
