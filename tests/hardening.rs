@@ -1,9 +1,9 @@
 //! Issue 8's holes, tried the way an attacker would: through the real binary over TLS with real
 //! AdmissionReviews. Each test failed on the main before the fix.
 
-mod common;
 #[path = "../benches/common/bodies.rs"]
 mod bodies;
+mod common;
 
 use common::{object, review, Webhook};
 use serde_json::{json, Value};
