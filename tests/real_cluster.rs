@@ -17,6 +17,10 @@
 //!
 //! `cargo test --test real_cluster -- --nocapture` shows the timings the tests print.
 
+// The `exclusive()` guards are std MutexGuards held across awaits on purpose: they serialize
+// whole tests (each on its own runtime and thread), not tasks.
+#![allow(clippy::await_holding_lock)]
+
 #[path = "common/mod.rs"]
 mod common;
 mod real_apiserver;
@@ -827,7 +831,9 @@ async fn s03_dry_run_and_bootstrap_latency() {
 
     // Latency: from the namespace create's response to both managed objects seen by a watch,
     // one namespace at a time.
-    let seen: Arc<Mutex<HashMap<String, (Option<Instant>, Option<Instant>)>>> = Arc::default();
+    // Namespace -> when its Role and its RoleBinding were first seen.
+    type Seen = HashMap<String, (Option<Instant>, Option<Instant>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let notify = Arc::new(tokio::sync::Notify::new());
     let selector = "app.kubernetes.io/managed-by=secretscope";
     let watch = |is_role: bool| {
@@ -926,7 +932,7 @@ fn denied_in(stderr: &str) -> Vec<String> {
             let rest = &l[l.find(marker)? + marker.len()..];
             let (kind, rest) = rest.split_once(" \"")?;
             let (name, _) = rest.split_once('"')?;
-            Some(format!("{kind}/{}", name.replacen('/', "/", 1)))
+            Some(format!("{kind}/{name}"))
         })
         .collect()
 }
