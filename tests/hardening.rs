@@ -183,7 +183,16 @@ async fn a_review_past_the_work_budget_is_denied_with_the_reason() {
         ));
     }
     // The work budget must decide, not the deadline (a debug build on a loaded machine).
-    let wh = Webhook::start(&state, "", &["--review-deadline", "60s"]);
+    let wh = Webhook::start(
+        &state,
+        "",
+        &[
+            "--review-deadline",
+            "60s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
     let role = object(
         r#"
 apiVersion: rbac.authorization.k8s.io/v1
@@ -205,6 +214,10 @@ rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
         started.elapsed() < std::time::Duration::from_secs(20),
         "the budget bounds the work: {:?}",
         started.elapsed()
+    );
+    assert_eq!(
+        wh.metric("secretscope_reviews_over_budget_total").await,
+        Some(1.0)
     );
 }
 

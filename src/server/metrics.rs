@@ -61,6 +61,8 @@ pub struct Metrics {
     pub connections_rejected: Counter,
     /// Reviews answered at `--review-deadline` without a judgement (denied, fail closed).
     pub review_timeouts: Counter,
+    /// Reviews denied because judging would pass the engine's work budget.
+    pub reviews_over_budget: Counter,
 }
 
 impl Default for Metrics {
@@ -141,10 +143,17 @@ impl Metrics {
             "Reviews not judged within --review-deadline: denied on /validate (fail closed), admitted unlabelled on /mutate",
             review_timeouts.clone(),
         );
+        let reviews_over_budget = Counter::default();
+        registry.register(
+            "reviews_over_budget",
+            "Reviews whose judgement would pass the engine's work budget (aggregation steps): denied, fail closed",
+            reviews_over_budget.clone(),
+        );
         Self {
             open_connections,
             connections_rejected,
             review_timeouts,
+            reviews_over_budget,
             registry,
             mutations,
             reconcile,
@@ -159,6 +168,9 @@ impl Metrics {
     }
 
     pub fn observe(&self, verdict: &Verdict, mode: Mode, elapsed: Duration) {
+        if verdict.over_budget {
+            self.reviews_over_budget.inc();
+        }
         let judged = verdict.findings.iter().any(|f| f.severity > Severity::Info);
         let label = if !verdict.response.allowed {
             "denied"
