@@ -116,6 +116,8 @@ fn default_exempt_subjects() -> Vec<SubjectSpec> {
             "namespace-controller",
             "resourcequota-controller",
             "legacy-service-account-token-cleaner",
+            // Kubernetes 1.35+: rewrites stored objects, Secrets included, to the new version.
+            "storage-version-migrator-controller",
         ]
         .map(|name| SubjectSpec::new("ServiceAccount", Some("kube-system"), name, CONTROLLER)),
     );
