@@ -221,13 +221,14 @@ fn azure_role_definitions_for_aks() {
     let (code, out, _) = check(&["--show-info", d], None);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(r#"Azure role "Portal secrets operator" grants cluster-wide Secrets read, write (Microsoft.ContainerService/managedClusters/secrets/*) and is assignable at /subscriptions/"#),
+        out.contains(r#"Azure role "Portal secrets operator" grants Secrets read, write (granted by DataActions "Microsoft.ContainerService/managedClusters/secrets/*") and can be assigned at "/subscriptions/"#)
+            && out.contains("wider than one namespace"),
         "{out}"
     );
     assert!(
         out.contains(r#"INFO  "#)
             && out.contains(
-                r#"Azure role "Tenant secrets reader" grants Secrets read only at namespace scope"#
+                r#"Azure role "Tenant secrets reader" grants Secrets read (granted by DataActions "Microsoft.ContainerService/managedClusters/secrets/read") and can be assigned only at namespace scope"#
             ),
         "{out}"
     );

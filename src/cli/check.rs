@@ -149,15 +149,28 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
             }),
         }
     }
+    let mut azure_roles = 0;
     for (origin, value) in &loaded.other {
         // A definition file holds one role; `az role definition list` prints an array of them.
         let docs = match value {
             serde_json::Value::Array(items) => items.iter().collect(),
             v => vec![v],
         };
-        for role in docs.into_iter().filter_map(RoleDefinition::from_value) {
-            if let Some(finding) = evaluate_azure(&role) {
-                report.azure.push(locate(origin, finding));
+        for doc in docs {
+            match RoleDefinition::from_value(doc) {
+                Ok(Some(role)) => {
+                    azure_roles += 1;
+                    if let Some(finding) = evaluate_azure(&role) {
+                        report.azure.push(locate(origin, finding));
+                    }
+                }
+                Ok(None) => {}
+                Err(message) => report.errors.push(manifest::InputError {
+                    file: origin.file.clone(),
+                    document: Some(origin.document),
+                    line: Some(origin.line),
+                    message,
+                }),
             }
         }
     }
@@ -175,7 +188,8 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
     };
     report.summary = Summary {
         files: loaded.files,
-        objects: loaded.objects.len(),
+        // Azure role definitions are judged objects too.
+        objects: loaded.objects.len() + azure_roles,
         deny: count(Severity::Deny),
         warn: count(Severity::Warn),
         info: count(Severity::Info),

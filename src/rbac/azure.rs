@@ -6,6 +6,10 @@
 //! access is `Microsoft.ContainerService/managedClusters/secrets/{read,write,delete}`. An assignable
 //! scope ending in `/namespaces/<name>` is namespace scope; any other scope (subscription,
 //! resource group, cluster) reaches every namespace of every cluster below it.
+//!
+//! The control plane counts too: `Actions` matching
+//! `Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action` hand out the
+//! cluster-admin kubeconfig, which bypasses Azure RBAC for Kubernetes altogether: every Secret.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,12 +30,32 @@ pub const SECRETS_ACTIONS: [(&str, &str); 3] = [
     ),
 ];
 
+/// The control-plane action that returns the cluster-admin kubeconfig.
+pub const ADMIN_CREDENTIAL_ACTION: &str =
+    "Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action";
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Permission {
+    #[serde(default, alias = "Actions")]
+    pub actions: Vec<String>,
+    #[serde(default, alias = "NotActions", rename = "notActions")]
+    pub not_actions: Vec<String>,
     #[serde(default, alias = "DataActions", rename = "dataActions")]
     pub data_actions: Vec<String>,
     #[serde(default, alias = "NotDataActions", rename = "notDataActions")]
     pub not_data_actions: Vec<String>,
+}
+
+/// How a block grants an action: the pattern that matches it. A block grants when some
+/// `allow` pattern matches and no `deny` pattern does.
+fn granting<'p>(allow: &'p [String], deny: &[String], action: &str) -> Option<&'p str> {
+    if deny.iter().any(|d| action_matches(d, action)) {
+        return None;
+    }
+    allow
+        .iter()
+        .find(|a| action_matches(a, action))
+        .map(String::as_str)
 }
 
 /// The fields that matter, in either spelling: the PowerShell/CLI definition file (`Name`,
@@ -53,20 +77,65 @@ pub struct RoleDefinition {
 }
 
 impl RoleDefinition {
-    /// Recognises a role definition document; `None` for anything else.
-    pub fn from_value(v: &serde_json::Value) -> Option<Self> {
+    /// Recognises a role definition document: `Ok(None)` for anything else, `Err` (with the
+    /// field) for one that looks like a role definition but is malformed, e.g. `DataActions`
+    /// given as a string: skipping it would pass a role nobody judged.
+    pub fn from_value(v: &serde_json::Value) -> Result<Option<Self>, String> {
         let v = v.get("properties").unwrap_or(v);
-        let obj = v.as_object()?;
-        let looks_like = ["DataActions", "dataActions", "permissions", "Permissions"]
-            .iter()
-            .any(|k| obj.contains_key(*k))
+        let Some(obj) = v.as_object() else {
+            return Ok(None);
+        };
+        let looks_like = [
+            "Actions",
+            "actions",
+            "DataActions",
+            "dataActions",
+            "permissions",
+            "Permissions",
+        ]
+        .iter()
+        .any(|k| obj.contains_key(*k))
             && ["AssignableScopes", "assignableScopes"]
                 .iter()
                 .any(|k| obj.contains_key(*k));
         if !looks_like {
-            return None;
+            return Ok(None);
         }
-        serde_json::from_value(v.clone()).ok()
+        // Checked by name first: flattened fields lose their path in serde's error.
+        let lists = [
+            "Actions",
+            "actions",
+            "NotActions",
+            "notActions",
+            "DataActions",
+            "dataActions",
+            "NotDataActions",
+            "notDataActions",
+            "AssignableScopes",
+            "assignableScopes",
+        ];
+        let blocks = ["permissions", "Permissions"]
+            .iter()
+            .filter_map(|k| obj.get(*k)?.as_array())
+            .flatten()
+            .filter_map(|b| b.as_object());
+        for block in std::iter::once(obj).chain(blocks) {
+            for key in lists {
+                if let Some(value) = block.get(key).filter(|v| !v.is_array()) {
+                    let kind = match value {
+                        serde_json::Value::String(_) => "a string",
+                        serde_json::Value::Object(_) => "an object",
+                        _ => "not a list",
+                    };
+                    return Err(format!(
+                        "invalid Azure role definition: {key} is {kind}; it must be a list of strings (e.g. [\"...\"])"
+                    ));
+                }
+            }
+        }
+        serde_path_to_error::deserialize(v)
+            .map(Some)
+            .map_err(|e| format!("invalid Azure role definition: {}: {}", e.path(), e.inner()))
     }
 
     /// The human name: `roleName` when there is one, else `Name`/`name`.
@@ -78,12 +147,20 @@ impl RoleDefinition {
         std::iter::once(&self.top_level).chain(self.permissions.iter())
     }
 
-    /// Whether `action` is granted: some block allows it and does not exclude it.
+    /// The `DataActions` pattern that grants data action `action`, if a block grants it.
+    pub fn grants_data(&self, action: &str) -> Option<&str> {
+        self.blocks()
+            .find_map(|p| granting(&p.data_actions, &p.not_data_actions, action))
+    }
+
+    /// The `Actions` pattern that grants control-plane action `action`, if a block grants it.
+    pub fn grants_action(&self, action: &str) -> Option<&str> {
+        self.blocks()
+            .find_map(|p| granting(&p.actions, &p.not_actions, action))
+    }
+
     pub fn allows(&self, action: &str) -> bool {
-        self.blocks().any(|p| {
-            p.data_actions.iter().any(|a| action_matches(a, action))
-                && !p.not_data_actions.iter().any(|a| action_matches(a, action))
-        })
+        self.grants_data(action).is_some()
     }
 
     /// Assignable scopes wider than one namespace.
@@ -141,27 +218,48 @@ pub struct AzureFinding {
 }
 
 /// Secrets access of an Azure role definition: deny-level when it can be assigned wider than a
-/// namespace, info when only at namespace scope.
+/// namespace, info when only at namespace scope. The message names the pattern that grants it
+/// and the exclusion that would remove it.
 pub fn evaluate_azure(role: &RoleDefinition) -> Option<AzureFinding> {
-    let verbs: Vec<String> = SECRETS_ACTIONS
-        .iter()
-        .filter(|(_, action)| role.allows(action))
-        .map(|(verb, _)| verb.to_string())
-        .collect();
-    if verbs.is_empty() {
-        return None;
-    }
+    let name = super::text::clip(role.display_name(), super::text::SHOWN_CHARS);
     let wide: Vec<String> = role
         .cluster_wide_scopes()
         .into_iter()
         .map(String::from)
         .collect();
+    let scopes = super::text::quoted_list(wide.iter().map(String::as_str));
+    // The admin kubeconfig bypasses Kubernetes authorization: every Secret of the cluster,
+    // whatever the scope it is assigned at below the cluster.
+    if let Some(pattern) = role.grants_action(ADMIN_CREDENTIAL_ACTION) {
+        return Some(AzureFinding {
+            role: role.display_name().to_string(),
+            severity: Severity::Deny,
+            verbs: ["read", "write", "delete"].map(String::from).to_vec(),
+            cluster_wide_scopes: wide,
+            message: format!(
+                "secretscope: Azure role \"{name}\" can list the cluster-admin credential ({ADMIN_CREDENTIAL_ACTION}, granted by Actions pattern \"{pattern}\"), a kubeconfig that bypasses Azure RBAC for Kubernetes: every Secret of the cluster; add it to NotActions"
+            ),
+        });
+    }
+    let granted: Vec<(&str, &str)> = SECRETS_ACTIONS
+        .iter()
+        .filter_map(|(verb, action)| role.grants_data(action).map(|p| (*verb, p)))
+        .collect();
+    if granted.is_empty() {
+        return None;
+    }
+    let verbs: Vec<String> = granted.iter().map(|(v, _)| v.to_string()).collect();
+    let mut patterns: Vec<&str> = granted.iter().map(|(_, p)| *p).collect();
+    patterns.dedup();
+    let by = format!(
+        "granted by DataActions {}",
+        super::text::quoted_list(patterns.iter().copied())
+    );
     let (severity, message) = if wide.is_empty() {
         (
             Severity::Info,
             format!(
-                "secretscope: Azure role \"{}\" grants Secrets {} only at namespace scope",
-                role.display_name(),
+                "secretscope: Azure role \"{name}\" grants Secrets {} ({by}) and can be assigned only at namespace scope",
                 verbs.join(", ")
             ),
         )
@@ -169,10 +267,8 @@ pub fn evaluate_azure(role: &RoleDefinition) -> Option<AzureFinding> {
         (
             Severity::Deny,
             format!(
-                "secretscope: Azure role \"{}\" grants cluster-wide Secrets {} (Microsoft.ContainerService/managedClusters/secrets/*) and is assignable at {}, which covers every namespace",
-                role.display_name(),
-                verbs.join(", "),
-                wide.join(", ")
+                "secretscope: Azure role \"{name}\" grants Secrets {} ({by}) and can be assigned at {scopes}, wider than one namespace: assigned there, it reaches every namespace's Secrets; add \"Microsoft.ContainerService/managedClusters/secrets/*\" to NotDataActions or limit AssignableScopes to .../namespaces/<name>",
+                verbs.join(", ")
             ),
         )
     };
@@ -251,7 +347,7 @@ mod tests {
             "permissions": [{"dataActions": ["Microsoft.ContainerService/managedClusters/secrets/read"]}],
             "assignableScopes": [format!("{CLUSTER}/namespaces/az-acme")]
         }});
-        let role = RoleDefinition::from_value(&v).unwrap();
+        let role = RoleDefinition::from_value(&v).unwrap().unwrap();
         let f = evaluate_azure(&role).unwrap();
         assert_eq!(f.severity, Severity::Info);
         assert_eq!(f.role, "tenant secrets");
@@ -259,18 +355,62 @@ mod tests {
         let listed = serde_json::json!({"name": "6f8a-guid", "roleName": "Listed", "assignableScopes": ["/"],
             "permissions": [{"dataActions": ["Microsoft.ContainerService/managedClusters/secrets/*"]}]});
         assert_eq!(
-            evaluate_azure(&RoleDefinition::from_value(&listed).unwrap())
+            evaluate_azure(&RoleDefinition::from_value(&listed).unwrap().unwrap())
                 .unwrap()
                 .role,
             "Listed"
         );
         let sub = serde_json::json!({"Name": "x", "DataActions": ["*"], "AssignableScopes": ["/subscriptions/0000"]});
         assert_eq!(
-            evaluate_azure(&RoleDefinition::from_value(&sub).unwrap())
+            evaluate_azure(&RoleDefinition::from_value(&sub).unwrap().unwrap())
                 .unwrap()
                 .severity,
             Severity::Deny
         );
-        assert!(RoleDefinition::from_value(&serde_json::json!({"kind": "ConfigMap"})).is_none());
+        assert!(
+            RoleDefinition::from_value(&serde_json::json!({"kind": "ConfigMap"}))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// Issue 10: the admin credential is cluster-wide Secrets access; a malformed definition
+    /// is an error, not skipped; messages name the granting pattern and the fix.
+    #[test]
+    fn admin_credentials_malformed_roles_and_messages() {
+        let admin = serde_json::json!({"Name": "ops", "Actions": ["Microsoft.ContainerService/managedClusters/list*"],
+            "AssignableScopes": [CLUSTER]});
+        let f = evaluate_azure(&RoleDefinition::from_value(&admin).unwrap().unwrap()).unwrap();
+        assert_eq!(f.severity, Severity::Deny);
+        assert!(
+            f.message.contains("cluster-admin credential")
+                && f.message
+                    .contains("\"Microsoft.ContainerService/managedClusters/list*\""),
+            "{}",
+            f.message
+        );
+        let excluded = serde_json::json!({"Name": "ops", "Actions": ["*"],
+            "NotActions": [ADMIN_CREDENTIAL_ACTION], "AssignableScopes": [CLUSTER]});
+        assert!(evaluate_azure(&RoleDefinition::from_value(&excluded).unwrap().unwrap()).is_none());
+
+        let string = serde_json::json!({"Name": "x", "DataActions": "Microsoft.ContainerService/managedClusters/secrets/read",
+            "AssignableScopes": [CLUSTER]});
+        let err = RoleDefinition::from_value(&string).unwrap_err();
+        assert!(
+            err.contains("DataActions") || err.contains("dataActions"),
+            "{err}"
+        );
+
+        let reader = serde_json::json!({"Name": "r", "DataActions": ["Microsoft.ContainerService/managedClusters/*/read"],
+            "AssignableScopes": [CLUSTER]});
+        let f = evaluate_azure(&RoleDefinition::from_value(&reader).unwrap().unwrap()).unwrap();
+        assert!(
+            f.message.contains(
+                "granted by DataActions \"Microsoft.ContainerService/managedClusters/*/read\""
+            ),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("to NotDataActions"), "{}", f.message);
     }
 }
