@@ -5,7 +5,7 @@ BIN_DEBUG := target/debug/secretscope
 BIN_RELEASE := target/release/secretscope
 LISTEN ?= 127.0.0.1:8443
 
-.PHONY: all build release run test lint fmt bench certs clean fuzz-smoke controlplane
+.PHONY: all build release run test lint fmt bench bench-apiserver certs clean fuzz-smoke controlplane
 
 all: build
 
@@ -51,6 +51,11 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked
+
+# Latency secretscope adds to ClusterRole CREATEs through the real API server, beside no webhook
+# and an equivalent CEL ValidatingAdmissionPolicy (benches/apiserver.rs); builds the control plane.
+bench-apiserver: controlplane
+	$(CARGO) bench --locked --bench apiserver
 
 # Builds the cargo-fuzz targets in fuzz/ (nightly, or stable with RUSTC_BOOTSTRAP=1) and runs each
 # for FUZZ_SECONDS seconds from seeds (examples/, deploy/, ../shared/corpus/rbac); fails on any crash.
