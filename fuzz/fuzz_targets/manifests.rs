@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
     for json in [false, true] {
         let loaded = parse_stream(text, "fuzz.yaml", json);
         let report = judge(&loaded, &POLICY, true);
-        assert_eq!(report.summary.objects, loaded.objects.len());
+        // Azure role definitions count as objects too.
+        assert!(report.summary.objects >= loaded.objects.len());
         assert!(report.errors.len() >= loaded.errors.len());
         let _ = report.exit_code();
     }
