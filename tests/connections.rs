@@ -119,17 +119,7 @@ impl Server {
             let v: Value = serde_json::from_str(l).ok()?;
             Some(v.get("metrics_addr")?.as_str()?.to_string())
         })?;
-        let text = self
-            .client()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        common::scrape_metric(&self.client(), &format!("http://{addr}/metrics"), name).await
     }
 }
 

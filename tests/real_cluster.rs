@@ -261,16 +261,8 @@ impl Secretscope {
 
     /// The value of the first metric sample whose line starts with `prefix`.
     async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = reqwest::Client::new()
-            .get(format!("http://{}/metrics", self.metrics.as_ref()?))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+        let url = format!("http://{}/metrics", self.metrics.as_ref()?);
+        common::scrape_metric(&reqwest::Client::new(), &url, prefix).await
     }
 
     fn kill(&mut self) {

@@ -55,6 +55,13 @@ pub enum Source<'a> {
     Cluster(&'a str),
 }
 
+/// The value of the first sample whose line starts with `prefix` on the `/metrics` page at `url`.
+pub async fn scrape_metric(client: &reqwest::Client, url: &str, prefix: &str) -> Option<f64> {
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
 /// Spawns a `secretscope serve` command (stderr piped, JSON logs) and waits until it announces
 /// its address: the child, the address and its log lines as they arrive.
 pub fn spawn_serve(cmd: &mut Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
@@ -198,17 +205,7 @@ impl Webhook {
 
     /// The value of the first sample whose line starts with `prefix` (name and labels).
     pub async fn metric(&self, prefix: &str) -> Option<f64> {
-        let text = self
-            .client()
-            .get(self.metrics_url()?)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+        scrape_metric(&self.client(), &self.metrics_url()?, prefix).await
     }
 
     /// POSTs an AdmissionReview to `path` and returns the response review.
