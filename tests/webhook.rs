@@ -637,3 +637,51 @@ async fn the_managed_role_name_is_refused_outside_tenancy_namespaces() {
         assert_eq!(response(&resp)["allowed"], true, "{resp}");
     }
 }
+
+/// The operator's series exist before their first event (an absent series is not a zero to
+/// PromQL: `rate()` and alerts on it would be undefined), with build and process metrics.
+#[tokio::test]
+async fn every_labelled_counter_starts_at_zero_with_build_and_process_metrics() {
+    let wh = Webhook::start(STATE, "", &["--metrics-listen", "127.0.0.1:0"]);
+    let text = wh
+        .client()
+        .get(wh.metrics_url().expect("metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        r#"secretscope_reviews_total{kind="ClusterRoleBinding",operation="CREATE",verdict="denied",mode="enforce"} 0"#,
+        r#"secretscope_reviews_total{kind="Role",operation="UPDATE",verdict="allowed",mode="enforce"} 0"#,
+        r#"secretscope_reviews_total{kind="unknown",operation="unknown",verdict="error",mode="enforce"} 0"#,
+        r#"secretscope_findings_total{route="secrets",severity="deny"} 0"#,
+        r#"secretscope_findings_total{route="webhook-configurations",severity="warn"} 0"#,
+        r#"secretscope_serving_cert_reloads_total{result="rejected"} 0"#,
+        r#"secretscope_namespace_mutations_total{result="labelled"} 0"#,
+        r#"secretscope_tenancy_reconciles_total{outcome="forbidden"} 0"#,
+        r#"secretscope_webhook_registrations_total{outcome="error"} 0"#,
+        "secretscope_webhook_registered 0",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!(r#"secretscope_build_info{{version="{version}","#)),
+        "{text}"
+    );
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+        "process_open_fds ",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}in\n{text}"));
+        let value: f64 = line[name.len()..].trim().parse().expect("a number");
+        assert!(value > 0.0, "{line}");
+    }
+}

@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::admission::{Mutator, StateSource, StaticState, Validator};
-use crate::cluster::{LeaseConfig, LiveState, ReconcilerHandle, TenancyNudge, TenancyReconciler};
+use crate::cluster::{
+    LeaseConfig, LiveState, ReconcilerHandle, RegistrationConfig, TenancyNudge, TenancyReconciler,
+    WebhookTarget,
+};
 use crate::manifest;
 use crate::policy::Policy;
 use crate::rbac::ClusterState;
@@ -78,6 +81,71 @@ pub struct ServeArgs {
     pub judges: Option<usize>,
     #[command(flatten)]
     pub reconciler: ReconcilerArgs,
+    #[command(flatten)]
+    pub registration: RegistrationArgs,
+}
+
+/// Self-registration of the webhook configurations (README "Install": no lockout).
+#[derive(Debug, clap::Args)]
+pub struct RegistrationArgs {
+    /// Once ready (RBAC state synced, listener up), create and keep the Validating- and
+    /// MutatingWebhookConfiguration (server-side apply; re-applied every minute). The install
+    /// ships none, so no RBAC write is refused before a secretscope can answer it.
+    #[arg(long, env = "SECRETSCOPE_REGISTER_WEBHOOKS")]
+    pub register_webhooks: bool,
+    /// Name of both configurations, and of secretscope's ClusterRole, which owns them (deleting
+    /// it garbage-collects them).
+    #[arg(long, default_value = "secretscope")]
+    pub webhook_name: String,
+    /// The Service the API server calls: NAMESPACE/NAME[:PORT] (port 443 by default).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME[:PORT]",
+        conflicts_with = "webhook_url"
+    )]
+    pub webhook_service: Option<WebhookTarget>,
+    /// Instead of a Service, a base URL (https://host:port) for a secretscope outside the
+    /// cluster; /validate and /mutate are appended.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// PEM of the CA that signed the serving certificate: the configurations' caBundle (read
+    /// again at every re-apply, so a rotated CA is registered within a minute).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_ca_bundle: Option<PathBuf>,
+}
+
+impl RegistrationArgs {
+    /// The registration to run, if asked for; errors name the missing flag.
+    fn config(
+        &self,
+        namespace: &str,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Option<RegistrationConfig>> {
+        if !self.register_webhooks {
+            return Ok(None);
+        }
+        let target = match (&self.webhook_service, &self.webhook_url) {
+            (Some(service), _) => service.clone(),
+            (None, Some(url)) if url.starts_with("https://") => WebhookTarget::Url(url.clone()),
+            (None, Some(url)) => anyhow::bail!("--webhook-url {url:?}: must start with https://"),
+            (None, None) => {
+                anyhow::bail!("--register-webhooks needs --webhook-service or --webhook-url")
+            }
+        };
+        let ca_bundle = self
+            .webhook_ca_bundle
+            .clone()
+            .context("--register-webhooks needs --webhook-ca-bundle (the CA's PEM file)")?;
+        // Fail at start, not at the first apply, on a CA file that cannot work.
+        crate::cluster::registration::read_ca_bundle(&ca_bundle)?;
+        Ok(Some(RegistrationConfig {
+            name: self.webhook_name.clone(),
+            target,
+            ca_bundle,
+            namespace: namespace.to_string(),
+            listener: (listen.port() != 0).then_some(listen),
+        }))
+    }
 }
 
 /// The tenancy reconciler (cluster mode, when `tenancy.subjects` is set) and its Lease.
@@ -139,6 +207,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for warning in policy.warnings() {
         tracing::warn!("policy: {warning}");
     }
+    let registration = args
+        .registration
+        .config(&args.reconciler.lease_namespace, args.listen)?;
+    if registration.is_some() && args.standalone {
+        anyhow::bail!("--register-webhooks needs a cluster: it cannot be used with --standalone");
+    }
     let mut client = None;
     let source: Arc<dyn StateSource> = if args.standalone {
         let state = standalone_state(&args.state).context("standalone state")?;
@@ -167,6 +241,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.review_deadline,
         args.judges.unwrap_or_else(server::default_judges),
     );
+    app.metrics.initialise(policy.mode);
+    if let (Some(config), Some(client)) = (registration, &client) {
+        let state = app.state.clone();
+        tokio::spawn(crate::cluster::registration::run(
+            client.clone(),
+            config,
+            app.metrics.registration.clone(),
+            move || state.synced(),
+        ));
+    }
     let reconciler = match client {
         Some(client) if !policy.file.tenancy.subjects.is_empty() => {
             let (nudge, nudges) = TenancyNudge::channel();

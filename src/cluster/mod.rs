@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod leader;
 pub mod rbac_cache;
+pub mod registration;
 pub mod tenancy;
 
 use k8s_openapi::api::rbac::v1 as rbacv1;
@@ -15,6 +16,7 @@ use crate::rbac::{ClusterState, RbacObject};
 
 pub use leader::LeaseConfig;
 pub use rbac_cache::LiveState;
+pub use registration::{RegistrationConfig, RegistrationMetrics, WebhookTarget};
 pub use tenancy::{ReconcileMetrics, ReconcilerHandle, TenancyNudge, TenancyReconciler};
 
 /// A client for the cluster in KUBECONFIG / ~/.kube/config, or the in-cluster ServiceAccount.

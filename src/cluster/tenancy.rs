@@ -140,6 +140,20 @@ impl ReconcileMetrics {
         );
     }
 
+    /// Every outcome's series at 0 (see `Metrics::initialise`).
+    pub fn initialise(&self) {
+        for outcome in [
+            "granted",
+            "pruned",
+            "skipped_terminating",
+            "ignored",
+            "forbidden",
+            "error",
+        ] {
+            let _ = self.outcomes.get_or_create(&OutcomeLabels { outcome });
+        }
+    }
+
     fn observe(&self, outcome: &'static str, started: Instant) {
         self.outcomes
             .get_or_create(&OutcomeLabels { outcome })

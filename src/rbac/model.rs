@@ -233,6 +233,13 @@ pub enum RbacKind {
 }
 
 impl RbacKind {
+    pub const ALL: [RbacKind; 4] = [
+        Self::ClusterRole,
+        Self::ClusterRoleBinding,
+        Self::Role,
+        Self::RoleBinding,
+    ];
+
     pub fn from_kind(kind: &str) -> Option<Self> {
         Some(match kind {
             "ClusterRole" => Self::ClusterRole,

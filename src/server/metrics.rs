@@ -4,22 +4,26 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::admission::review::Operation;
 use crate::admission::Verdict;
-use crate::cluster::ReconcileMetrics;
+use crate::cluster::{ReconcileMetrics, RegistrationMetrics};
 use crate::policy::Mode;
-use crate::rbac::{Route, Severity};
+use crate::rbac::{IndirectRoute, RbacKind, Route, Severity};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
-    kind: String,
-    operation: String,
+    kind: &'static str,
+    operation: &'static str,
     /// allowed, denied, warned (admitted with warnings), audited (admitted, would be denied in
     /// enforce), error (not a usable AdmissionReview).
     verdict: &'static str,
@@ -28,8 +32,15 @@ struct ReviewLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FindingLabels {
-    route: String,
-    severity: String,
+    route: &'static str,
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    /// The commit the binary was built from (`SECRETSCOPE_GIT_REVISION` at build time).
+    revision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +66,8 @@ pub struct Metrics {
     mutations: Family<MutationLabels, Counter>,
     /// The tenancy reconciler's outcomes (zero on replicas that never lead).
     pub reconcile: ReconcileMetrics,
+    /// Self-registration of the webhook configurations (`--register-webhooks`).
+    pub registration: RegistrationMetrics,
     /// Webhook (HTTPS) connections open now, TLS handshakes included.
     pub open_connections: Gauge,
     /// Connections closed right after accept because `--max-connections` were open.
@@ -73,7 +86,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("secretscope");
+        let mut root = Registry::default();
+        // client_golang's process_* names, unprefixed, so stock dashboards and alerts work.
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("secretscope");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build is running",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: option_env!("SECRETSCOPE_GIT_REVISION").unwrap_or("unknown"),
+            })
+            .set(1);
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
             "reviews",
@@ -124,7 +152,9 @@ impl Metrics {
             mutations.clone(),
         );
         let reconcile = ReconcileMetrics::default();
-        reconcile.register(&mut registry);
+        reconcile.register(registry);
+        let registration = RegistrationMetrics::default();
+        registration.register(registry);
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -154,7 +184,8 @@ impl Metrics {
             connections_rejected,
             review_timeouts,
             reviews_over_budget,
-            registry,
+            registry: root,
+            registration,
             mutations,
             reconcile,
             reviews,
@@ -183,22 +214,18 @@ impl Metrics {
         };
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: verdict.kind.map_or("unknown", |k| k.as_str()).to_string(),
-                operation: verdict.operation.as_str().to_string(),
+                kind: verdict.kind.map_or("unknown", |k| k.as_str()),
+                operation: verdict.operation.as_str(),
                 verdict: label,
                 mode: mode.as_str(),
             })
             .inc();
         self.review_seconds.observe(elapsed.as_secs_f64());
         for f in &verdict.findings {
-            let route = match f.route {
-                Route::Secrets => "secrets".to_string(),
-                Route::Indirect(r) => r.as_str().to_string(),
-            };
             self.findings
                 .get_or_create(&FindingLabels {
-                    route,
-                    severity: f.severity.to_string(),
+                    route: route_label(f.route),
+                    severity: severity_label(f.severity),
                 })
                 .inc();
         }
@@ -207,8 +234,8 @@ impl Metrics {
     pub fn observe_error(&self, mode: Mode) {
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: "unknown".into(),
-                operation: "unknown".into(),
+                kind: "unknown",
+                operation: "unknown",
                 verdict: "error",
                 mode: mode.as_str(),
             })
@@ -219,12 +246,52 @@ impl Metrics {
     pub fn observe_unjudged(&self, kind: &'static str, operation: &'static str, mode: Mode) {
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: kind.to_string(),
-                operation: operation.to_string(),
+                kind,
+                operation,
                 verdict: "denied",
                 mode: mode.as_str(),
             })
             .inc();
+    }
+
+    /// Creates every labelled series the webhook can emit in `mode` at 0, so a rate or an alert
+    /// on one is defined before its first event (an absent series is not a zero in PromQL).
+    pub fn initialise(&self, mode: Mode) {
+        for kind in RbacKind::ALL {
+            for operation in [Operation::Create, Operation::Update] {
+                for verdict in ["allowed", "denied", "warned", "audited"] {
+                    let _ = self.reviews.get_or_create(&ReviewLabels {
+                        kind: kind.as_str(),
+                        operation: operation.as_str(),
+                        verdict,
+                        mode: mode.as_str(),
+                    });
+                }
+            }
+        }
+        let _ = self.reviews.get_or_create(&ReviewLabels {
+            kind: "unknown",
+            operation: "unknown",
+            verdict: "error",
+            mode: mode.as_str(),
+        });
+        let routes = std::iter::once(Route::Secrets).chain(IndirectRoute::ALL.map(Route::Indirect));
+        for route in routes {
+            for severity in [Severity::Info, Severity::Warn, Severity::Deny] {
+                let _ = self.findings.get_or_create(&FindingLabels {
+                    route: route_label(route),
+                    severity: severity_label(severity),
+                });
+            }
+        }
+        for result in ["installed", "rejected"] {
+            let _ = self.cert_reloads.get_or_create(&ReloadLabels { result });
+        }
+        for result in ["labelled", "untouched"] {
+            let _ = self.mutations.get_or_create(&MutationLabels { result });
+        }
+        self.reconcile.initialise();
+        self.registration.initialise();
     }
 
     pub fn observe_mutation(&self, labelled: bool) {
@@ -260,3 +327,79 @@ pub fn cert_expiry(pem: &[u8]) -> Option<i64> {
 }
 
 pub type SharedMetrics = Arc<Metrics>;
+
+fn severity_label(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Warn => "warn",
+        Severity::Deny => "deny",
+    }
+}
+
+fn route_label(route: Route) -> &'static str {
+    match route {
+        Route::Secrets => "secrets",
+        Route::Indirect(r) => r.as_str(),
+    }
+}
+
+/// `process_*` metrics as client_golang names them, read from /proc at each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = metrics_process::collector::collect();
+        let gauges = [
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                m.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                m.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                m.resident_memory_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                m.virtual_memory_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                m.start_time_seconds.map(|v| v as f64),
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                m.threads.map(|v| v as f64),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let g = ConstGauge::new(v);
+                let me = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+                g.encode(me)?;
+            }
+        }
+        if let Some(v) = m.cpu_seconds_total {
+            // Encoded with the `_total` suffix the text format adds to counters.
+            let c = ConstCounter::new(v);
+            let me = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                c.metric_type(),
+            )?;
+            c.encode(me)?;
+        }
+        Ok(())
+    }
+}
