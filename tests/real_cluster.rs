@@ -6,7 +6,7 @@
 //! serving over TLS on 127.0.0.1 with a certificate from the cluster CA, running against the
 //! cluster (`serve` without `--standalone`) as its ServiceAccount with exactly
 //! `deploy/base/rbac.yaml`'s permissions, registered by webhook configurations generated from
-//! `deploy/base/webhooks.yaml` with only `clientConfig` replaced (a URL and the cluster CA), and
+//! `src/cluster/webhooks.yaml` with only `clientConfig` replaced (a URL and the cluster CA), and
 //! driven through the API server with kube-rs and with kubectl of the API server's release.
 //!
 //! Every test takes [`exclusive`]: a registered `failurePolicy: Fail` webhook, secretscope's
@@ -168,7 +168,11 @@ impl Secretscope {
         std::fs::write(f("tls.key"), key).unwrap();
         let identity = unique_name("replica");
         let mut cmd = Command::new(common::BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        cmd.arg("serve");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(["--log-format", "json"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--config")
             .arg(f("secretscope.yaml"))
@@ -330,7 +334,8 @@ fn probe(cp: &ControlPlane, labels: &Value) -> String {
     format!("{}{}", out.stdout, out.stderr)
 }
 
-/// Webhook configurations generated from `deploy/base/webhooks.yaml` pointing at a secretscope,
+/// Webhook configurations generated from `src/cluster/webhooks.yaml` (what `--register-webhooks`
+/// applies) pointing at a secretscope,
 /// deleted on drop (and waited for: the API server stops calling them within a second or so).
 struct Webhooks {
     kubectl: Command,
@@ -350,7 +355,31 @@ impl Webhooks {
         suffix: &str,
         object_selector: Option<Value>,
     ) -> Self {
-        let text = std::fs::read_to_string(repo().join("deploy/base/webhooks.yaml")).unwrap();
+        let hooks = Self::create(cp, ss, suffix, object_selector);
+        // In effect once a dry-run sees secretscope's answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = probe(cp, &hooks.probe_labels);
+            if out.contains("secretscope:") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webhook not in effect after 20s: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hooks
+    }
+
+    /// Created, not yet known to be in effect (an audit-mode webhook answers no visible sign).
+    fn create(
+        cp: &'static ControlPlane,
+        ss: &Secretscope,
+        suffix: &str,
+        object_selector: Option<Value>,
+    ) -> Self {
+        let text = std::fs::read_to_string(repo().join("src/cluster/webhooks.yaml")).unwrap();
         let ca = base64::engine::general_purpose::STANDARD.encode(&ss.ca);
         let dir = tempfile::tempdir().unwrap();
         let mut names = Vec::new();
@@ -391,26 +420,12 @@ impl Webhooks {
             .as_ref()
             .and_then(|s| s.get("matchLabels").cloned())
             .unwrap_or(json!({}));
-        let hooks = Self {
+        Self {
             kubectl: cp.kubectl(),
             names,
             cp,
             probe_labels,
-        };
-        // In effect once a dry-run sees secretscope's answer.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = probe(cp, &hooks.probe_labels);
-            if out.contains("secretscope:") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "webhook not in effect after 20s: {out}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        hooks
     }
 
     fn delete(&mut self) {
@@ -1997,6 +2012,394 @@ async fn s13_aggregation_controller_write_denial_names_the_child() {
 
 // ---------------------------------------------------------------------------------------------
 // The harness itself
+
+/// A port free on loopback now, for a secretscope that must know its address before it starts
+/// (it registers its own URL).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The plain install exactly as the README makes it: `secretscope certs` into a copy of
+/// `deploy/`, then `kubectl kustomize deploy/overlays/plain`. Returns the rendered file.
+fn render_plain_install(cp: &ControlPlane, dir: &std::path::Path) -> PathBuf {
+    let mut cp_cmd = Command::new("cp");
+    cp_cmd.arg("-r").arg(repo().join("deploy")).arg(dir);
+    assert!(run(cp_cmd).ok());
+    let mut certs = Command::new(common::BIN);
+    certs
+        .args(["certs", "--dns", "secretscope.secretscope.svc", "--out"])
+        .arg(dir.join("deploy/overlays/plain/certs"));
+    let out = run(certs);
+    assert!(out.ok(), "{}", out.stderr);
+    let mut kustomize = cp.kubectl();
+    kustomize
+        .arg("kustomize")
+        .arg(dir.join("deploy/overlays/plain"));
+    let out = run(kustomize);
+    assert!(out.ok(), "{}", out.stderr);
+    let path = dir.join("install.yaml");
+    std::fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+/// What `kubectl get` says about one object: its JSON, or None when it does not exist.
+fn get_json(cp: &ControlPlane, what: &[&str]) -> Option<Value> {
+    let mut cmd = cp.kubectl();
+    cmd.arg("get")
+        .args(what)
+        .args(["-o", "json", "--ignore-not-found"]);
+    let out = run(cmd);
+    assert!(out.ok(), "{}", out.stderr);
+    (!out.stdout.trim().is_empty()).then(|| serde_json::from_str(&out.stdout).unwrap())
+}
+
+/// The install's objects that `install()` does not manage (it owns the Namespace, the
+/// ServiceAccount and `rbac.yaml`, shared by every test), deleted on drop with whatever
+/// secretscope registered.
+struct InstalledExtras {
+    kubectl: Command,
+    objects: Vec<(String, Option<String>, String)>,
+}
+
+impl InstalledExtras {
+    fn of(cp: &ControlPlane, rendered: &std::path::Path) -> Self {
+        let text = std::fs::read_to_string(rendered).unwrap();
+        let shared = [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ];
+        let mut objects: Vec<(String, Option<String>, String)> = yaml_documents(&text)
+            .iter()
+            .filter(|d| !shared.contains(&d["kind"].as_str().unwrap_or_default()))
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_lowercase(),
+                    d["metadata"]["namespace"].as_str().map(str::to_string),
+                    d["metadata"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        for kind in [
+            "validatingwebhookconfiguration",
+            "mutatingwebhookconfiguration",
+        ] {
+            objects.push((kind.into(), None, "secretscope".into()));
+        }
+        Self {
+            kubectl: cp.kubectl(),
+            objects,
+        }
+    }
+}
+
+impl Drop for InstalledExtras {
+    fn drop(&mut self) {
+        for (kind, ns, name) in self.objects.iter().rev() {
+            let mut cmd = Command::new(self.kubectl.get_program());
+            cmd.args(self.kubectl.get_args());
+            if let Some(ns) = ns {
+                cmd.args(["-n", ns]);
+            }
+            cmd.args(["delete", kind, name, "--ignore-not-found", "--wait=false"]);
+            let _ = run(cmd);
+        }
+    }
+}
+
+/// 14. No lockout (issue 13). The install applied whole, with no secretscope pod able to run
+/// (this control plane has no scheduler or kubelet): it carries no webhook configuration, so an
+/// RBAC write that enforce mode would deny is admitted. A secretscope that becomes ready registers
+/// the configurations itself (caBundle, its own identity exempt, owned by its ClusterRole), and
+/// the same write is denied; an edit to them is repaired; secretscope's own ServiceAccount cannot
+/// widen them to Secrets (the install's ValidatingAdmissionPolicy); deleting the ClusterRole, as
+/// an uninstall does, garbage-collects them.
+#[tokio::test]
+async fn s14_no_lockout_install_then_self_registration() {
+    let _serial = exclusive();
+    let Some(cp) = control_plane() else { return };
+    let admin = cp.admin_client().await;
+    let kubeconfig = install(cp).await;
+    let cleanup = Cleanup::new(cp);
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = render_plain_install(cp, dir.path());
+    let _extras = InstalledExtras::of(cp, &rendered);
+    kubectl_ok(cp, &["apply", "-f", &rendered.display().to_string()]);
+    assert!(
+        get_json(cp, &["-n", NAMESPACE, "deployment", "secretscope"]).is_some(),
+        "the install's Deployment is applied"
+    );
+    for kind in [
+        "validatingwebhookconfiguration",
+        "mutatingwebhookconfiguration",
+    ] {
+        assert_eq!(
+            get_json(cp, &[kind, "secretscope"]),
+            None,
+            "the install applies no {kind}"
+        );
+    }
+
+    let role = unique_name("lockout-secrets-reader");
+    cleanup.add(&["clusterrole", &role]);
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &secrets_reader_role(&role))
+        .await
+        .unwrap();
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let before = unique_name("before-ready");
+    cleanup.add(&["clusterrolebinding", &before]);
+    bindings
+        .create(
+            &PostParams::default(),
+            &object(binding_to_bob(&before, &role)),
+        )
+        .await
+        .expect("with no secretscope ready, RBAC writes are not refused");
+    eprintln!("no pod ready: ClusterRoleBinding {before} admitted");
+
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let ca = cp.dir.join("ca.crt").display().to_string();
+    let mut ss = Secretscope::start(
+        cp,
+        "",
+        &[
+            "--listen",
+            &listen,
+            "--register-webhooks",
+            "--webhook-url",
+            &url,
+            "--webhook-ca-bundle",
+            &ca,
+            "--webhook-resync",
+            "1s",
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    let after = unique_name("after-ready");
+    cleanup.add(&["clusterrolebinding", &after]);
+    let message = eventually(CONTROLLER, "enforcement after registration", || {
+        let bindings = bindings.clone();
+        let binding = object(binding_to_bob(&after, &role));
+        async move {
+            match bindings.create(&PostParams::default(), &binding).await {
+                Err(kube::Error::Api(s)) if s.code == 403 => Some(s.message),
+                Ok(_) => {
+                    let _ = bindings
+                        .delete(&after_name(&binding), &DeleteParams::default())
+                        .await;
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "ready secretscope registered itself; enforcement on after {:?}: {message}",
+        started.elapsed()
+    );
+    assert!(
+        message.contains("rbac.secretscope.io") && message.contains(&after),
+        "{message}"
+    );
+    assert_eq!(ss.metric("secretscope_webhook_registered").await, Some(1.0));
+
+    let owner_uid =
+        get_json(cp, &["clusterrole", "secretscope"]).unwrap()["metadata"]["uid"].clone();
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&cp.ca_pem);
+    for kind in [
+        "validatingwebhookconfiguration",
+        "mutatingwebhookconfiguration",
+    ] {
+        let live = get_json(cp, &[kind, "secretscope"]).expect("registered");
+        let owner = &live["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "ClusterRole", "{live:#}");
+        assert_eq!(owner["uid"], owner_uid, "{live:#}");
+        let hook = &live["webhooks"][0];
+        assert_eq!(hook["clientConfig"]["caBundle"], ca_b64.as_str(), "{kind}");
+        assert!(hook["clientConfig"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&url));
+    }
+    let live = get_json(cp, &["validatingwebhookconfiguration", "secretscope"]).unwrap();
+    assert!(
+        live["webhooks"][0]["matchConditions"].to_string().contains(
+            r#"request.userInfo.username != \"system:serviceaccount:secretscope:secretscope\""#
+        ),
+        "its own identity (from SelfSubjectReview) is exempt: {:#}",
+        live["webhooks"][0]["matchConditions"]
+    );
+
+    // Drift: an admin switches the webhook off; secretscope puts it back within its resync.
+    kubectl_ok(
+        cp,
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            "secretscope",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Ignore"}]"#,
+        ],
+    );
+    eventually(
+        Duration::from_secs(15),
+        "failurePolicy repaired",
+        || async {
+            let live = get_json(cp, &["validatingwebhookconfiguration", "secretscope"])?;
+            (live["webhooks"][0]["failurePolicy"] == "Fail").then_some(())
+        },
+    )
+    .await;
+
+    // secretscope's own identity may write its configurations, but not point them at Secrets.
+    let mut widen = cp.kubectl_as(&kubeconfig);
+    widen.args([
+        "patch",
+        "validatingwebhookconfiguration",
+        "secretscope",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/webhooks/0/rules/0/resources/-","value":"secrets"}]"#,
+    ]);
+    let out = run(widen);
+    eprintln!(
+        "secretscope's ServiceAccount widening its webhook: {}",
+        out.stderr.trim()
+    );
+    assert!(!out.ok(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("ValidatingAdmissionPolicy") && out.stderr.contains("secretscope"),
+        "{}",
+        out.stderr
+    );
+
+    // Uninstall: with secretscope gone, deleting its ClusterRole garbage-collects both.
+    ss.stop();
+    kubectl_ok(cp, &["delete", "clusterrole", "secretscope"]);
+    let gc = eventually(
+        CONTROLLER,
+        "garbage collection of the webhook configurations",
+        || async {
+            let gone = [
+                "validatingwebhookconfiguration",
+                "mutatingwebhookconfiguration",
+            ]
+            .iter()
+            .all(|k| get_json(cp, &[k, "secretscope"]).is_none());
+            gone.then_some(())
+        },
+    );
+    gc.await;
+    reinstall_rbac(cp);
+}
+
+fn after_name(binding: &ClusterRoleBinding) -> String {
+    binding.metadata.name.clone().unwrap_or_default()
+}
+
+/// 15. The rollout path from audit to enforce (README "Install"): installed in `mode: audit`,
+/// writes are admitted; `secretscope audit` lists exactly the grants enforce would deny; after
+/// the switch those same writes are denied and the others still admitted.
+#[tokio::test]
+async fn s15_rollout_from_audit_to_enforce() {
+    let _serial = exclusive();
+    let Some(cp) = control_plane() else { return };
+    let admin = cp.admin_client().await;
+    let kubeconfig = install(cp).await;
+    let cleanup = Cleanup::new(cp);
+    let role = unique_name("rollout-secrets-reader");
+    cleanup.add(&["clusterrole", &role]);
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &secrets_reader_role(&role))
+        .await
+        .unwrap();
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let risky = unique_name("rollout-bob-secrets");
+    let benign = unique_name("rollout-bob-view");
+    cleanup.add(&["clusterrolebinding", &risky]);
+    cleanup.add(&["clusterrolebinding", &benign]);
+    let objects = [
+        (
+            risky.clone(),
+            object::<ClusterRoleBinding>(binding_to_bob(&risky, &role)),
+        ),
+        (
+            benign.clone(),
+            object::<ClusterRoleBinding>(binding_to_bob(&benign, "view")),
+        ),
+    ];
+    let create_all = || async {
+        let mut denied = BTreeSet::new();
+        for (name, obj) in &objects {
+            match bindings.create(&PostParams::default(), obj).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    assert!(s.message.contains("rbac.secretscope.io"), "{}", s.message);
+                    denied.insert(name.clone());
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        denied
+    };
+
+    // 1. Audit: nothing is refused.
+    let ss = Secretscope::start(cp, "mode: audit\n", &[]).await;
+    let hooks = Webhooks::create(cp, &ss, "", None);
+    let audited = r#"secretscope_reviews_total{kind="ClusterRoleBinding",operation="CREATE",verdict="audited",mode="audit"}"#;
+    eventually(
+        Duration::from_secs(20),
+        "the audit-mode webhook in effect",
+        || async {
+            probe(cp, &json!({}));
+            (ss.metric(audited).await? > 0.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        create_all().await,
+        BTreeSet::new(),
+        "audit mode admits everything"
+    );
+
+    // 2. `secretscope audit` lists what enforce would deny: the risky binding, not the benign one.
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(["audit", "--format", "json"])
+        .env("KUBECONFIG", &kubeconfig);
+    let out = run(cmd);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    let listed: BTreeSet<String> = objects
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| out.stdout.contains(&format!("\"{name}\"")))
+        .collect();
+    eprintln!("secretscope audit (mode: audit) lists {listed:?}");
+
+    // 3. Enforce: the same writes again (deleted first, so they are creates once more).
+    drop(hooks);
+    drop(ss);
+    for (name, _) in &objects {
+        let _ = bindings.delete(name, &DeleteParams::default()).await;
+    }
+    let ss = Secretscope::start(cp, "mode: enforce\n", &[]).await;
+    let _hooks = Webhooks::register(cp, &ss, "", None);
+    let denied = create_all().await;
+    eprintln!("after the switch to enforce, denied: {denied:?}");
+    assert_eq!(denied, BTreeSet::from([risky.clone()]));
+    assert_eq!(listed, denied, "audit listed exactly what enforce denies");
+}
 
 #[tokio::test]
 async fn admin_creates_a_namespace() {

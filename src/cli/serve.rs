@@ -112,6 +112,10 @@ pub struct RegistrationArgs {
     /// again at every re-apply, so a rotated CA is registered within a minute).
     #[arg(long, value_name = "FILE")]
     pub webhook_ca_bundle: Option<PathBuf>,
+    /// How often the configurations are applied again (a no-op when nothing changed): the
+    /// longest an edit such as `failurePolicy: Ignore` or a rotated CA goes unrepaired.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub webhook_resync: Duration,
 }
 
 impl RegistrationArgs {
@@ -144,6 +148,7 @@ impl RegistrationArgs {
             ca_bundle,
             namespace: namespace.to_string(),
             listener: (listen.port() != 0).then_some(listen),
+            resync: self.webhook_resync,
         }))
     }
 }

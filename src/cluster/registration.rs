@@ -35,9 +35,6 @@ use serde_json::{json, Value};
 pub const TEMPLATE: &str = include_str!("webhooks.yaml");
 
 const FIELD_MANAGER: &str = "secretscope";
-/// Re-applied this often (a no-op apply changes nothing), so an edit such as `failurePolicy:
-/// Ignore` or a deleted configuration is repaired within a minute.
-const RESYNC: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(5);
 
 /// Where the API server reaches this webhook.
@@ -92,6 +89,9 @@ pub struct RegistrationConfig {
     /// This process's webhook listener: registration waits until it accepts connections, so the
     /// API server's first call finds it (None when the port is chosen at bind time).
     pub listener: Option<SocketAddr>,
+    /// Re-applied this often (a no-op apply changes nothing), so an edit such as
+    /// `failurePolicy: Ignore` or a deleted configuration is repaired.
+    pub resync: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +342,7 @@ pub async fn run(
                 }
                 last = Some(desired);
                 metrics.observe(true);
-                RESYNC
+                config.resync
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot register the webhook configurations; retrying");
@@ -446,6 +446,7 @@ mod tests {
             ca_bundle: PathBuf::from("unused"),
             namespace: "guard".into(),
             listener: None,
+            resync: Duration::from_secs(60),
         }
     }
 
