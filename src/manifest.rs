@@ -78,7 +78,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn merge(&mut self, other: Loaded) {
+    pub fn merge(&mut self, other: Loaded) {
         self.objects.extend(other.objects);
         self.errors.extend(other.errors);
         self.other.extend(other.other);
@@ -251,7 +251,7 @@ pub fn parse_stream(text: &str, file: &str, json: bool) -> Loaded {
 
 /// The documents of a YAML stream with the line each starts on: split at document markers
 /// (`---` at the start of a line, which YAML forbids inside any scalar).
-fn yaml_documents(text: &str) -> Vec<(u64, &str)> {
+pub fn yaml_documents(text: &str) -> Vec<(u64, &str)> {
     let mut out = Vec::new();
     let (mut start, mut start_line, mut offset) = (0usize, 1u64, 0usize);
     for (i, line) in text.split_inclusive('\n').enumerate() {

@@ -1,15 +1,21 @@
 //! `secretscope check`: the engine over manifests, offline, for CI pipelines.
 //! Exit codes: 0 clean, 1 deny-level findings, 2 input errors (which win over findings).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::manifest::{self, InputError, Origin};
+use super::sources::{self, Sources};
+use crate::manifest::{self, InputError, LoadedObject, Origin};
 use crate::policy::Policy;
 use crate::rbac::azure::{evaluate_azure, AzureFinding, RoleDefinition};
-use crate::rbac::{evaluate, BindingScope, ClusterState, Finding, Severity};
+use crate::rbac::remediation::{remediate, remediate_azure, Remediation};
+use crate::rbac::{
+    evaluate, BindingScope, ClusterState, Finding, ObjectRef, PolicyRule, RbacKind, RbacObject,
+    RuleRef, Severity,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -30,6 +36,7 @@ pub struct CheckArgs {
     /// Override the policy's scope.
     #[arg(long, value_enum)]
     pub scope: Option<ScopeArg>,
+    /// Output format: text for people, json for scripts, sarif for code scanning.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Also print info-level findings (namespace-scoped grants, unbound or exempt roles).
@@ -38,6 +45,39 @@ pub struct CheckArgs {
     /// Judge only the given objects: do not add the built-in ClusterRoles (cluster-admin, ...).
     #[arg(long)]
     pub no_builtins: bool,
+    /// Exit 1 on findings of this severity or above (input errors always exit 2).
+    #[arg(long, value_enum, default_value_t = FailOn::Deny)]
+    pub fail_on: FailOn,
+    /// SARIF: the directory result URIs are relative to (`%SRCROOT%`, the repository root).
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub sarif_base: PathBuf,
+    /// SARIF: the README that rule help links point into.
+    #[arg(long, env = "SECRETSCOPE_HELP_URI", value_name = "URL", default_value = HELP_URI)]
+    pub help_uri: String,
+}
+
+/// The README rule help links point into; `--help-uri` for a fork or mirror.
+pub const HELP_URI: &str = match option_env!("CARGO_PKG_REPOSITORY") {
+    Some(repo) if !repo.is_empty() => repo,
+    _ => "",
+};
+
+/// The least severity that fails the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    Deny,
+    Warn,
+    Info,
+}
+
+impl FailOn {
+    fn threshold(self) -> Severity {
+        match self {
+            Self::Deny => Severity::Deny,
+            Self::Warn => Severity::Warn,
+            Self::Info => Severity::Info,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,7 +86,7 @@ pub enum ScopeArg {
     Strict,
 }
 
-/// A finding (RBAC or Azure) with the place it was found.
+/// A finding (RBAC or Azure) with the place it was found and what to change.
 #[derive(Debug, Clone, Serialize)]
 pub struct Located<F> {
     pub file: String,
@@ -54,6 +94,59 @@ pub struct Located<F> {
     pub line: u64,
     #[serde(flatten)]
     pub finding: F,
+    pub remediation: Remediation,
+}
+
+/// The input objects by reference: where each is, what its rules and its binding's role are.
+pub struct Index<'a>(HashMap<ObjectRef, &'a LoadedObject>);
+
+impl<'a> Index<'a> {
+    /// The first of duplicates wins, as it does nowhere else: duplicates are rare and any is fine
+    /// for positions and rule text.
+    pub fn new(objects: &'a [LoadedObject]) -> Self {
+        let mut map = HashMap::new();
+        for o in objects {
+            map.entry(o.object.object_ref()).or_insert(o);
+        }
+        Self(map)
+    }
+
+    pub fn get(&self, r: &ObjectRef) -> Option<&'a LoadedObject> {
+        self.0.get(r).copied()
+    }
+
+    /// Rule `r` (1-based) of the named role, when that role is an input (a Role in `namespace`).
+    pub fn rule(&self, r: &RuleRef, namespace: Option<&str>) -> Option<&'a PolicyRule> {
+        let (kind, namespace) = match r.role_kind {
+            "Role" => (RbacKind::Role, namespace.map(String::from)),
+            _ => (RbacKind::ClusterRole, None),
+        };
+        let object = self.get(&ObjectRef {
+            kind,
+            name: r.role.clone(),
+            namespace,
+        })?;
+        let rules = match &object.object {
+            RbacObject::ClusterRole(c) => &c.rules,
+            RbacObject::Role(role) => &role.rules,
+            _ => return None,
+        };
+        rules.get(r.rule.checked_sub(1)?)
+    }
+
+    /// The role a binding refers to.
+    pub fn role_ref(&self, binding: &ObjectRef) -> Option<ObjectRef> {
+        let (role_ref, namespace) = match &self.get(binding)?.object {
+            RbacObject::ClusterRoleBinding(b) => (&b.role_ref, None),
+            RbacObject::RoleBinding(b) => (&b.role_ref, b.metadata.namespace.clone()),
+            _ => return None,
+        };
+        Some(ObjectRef {
+            kind: RbacKind::from_kind(&role_ref.kind)?,
+            name: role_ref.name.clone(),
+            namespace: namespace.filter(|_| role_ref.kind == "Role"),
+        })
+    }
 }
 
 /// What the text and SARIF outputs need of a finding.
@@ -112,14 +205,36 @@ pub struct Summary {
 }
 
 impl Report {
+    /// 2 on input errors, 1 on deny-level findings, else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.summary.errors > 0 {
+        self.exit_code_at(FailOn::Deny)
+    }
+
+    /// 2 on input errors, 1 on a finding at `fail_on` or above, else 0.
+    pub fn exit_code_at(&self, fail_on: FailOn) -> u8 {
+        let s = &self.summary;
+        let failing = match fail_on.threshold() {
+            Severity::Deny => s.deny,
+            Severity::Warn => s.deny + s.warn,
+            Severity::Info => s.deny + s.warn + s.info,
+        };
+        if s.errors > 0 {
             2
-        } else if self.summary.deny > 0 {
+        } else if failing > 0 {
             1
         } else {
             0
         }
+    }
+
+    /// Info-level findings out (the summary still counts them), unless asked for.
+    fn without_info(mut self, show_info: bool) -> Self {
+        if !show_info {
+            self.findings
+                .retain(|l| l.finding.severity > Severity::Info);
+            self.azure.retain(|l| l.finding.severity > Severity::Info);
+        }
+        self
     }
 }
 
@@ -131,15 +246,18 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
         ClusterState::new()
     };
     state.extend(loaded.objects.iter().map(|o| o.object.clone()));
+    let index = Index::new(&loaded.objects);
     let mut report = Report {
         errors: loaded.errors.clone(),
         ..Default::default()
     };
     for o in &loaded.objects {
         match evaluate(&o.object, &state, &policy.eval) {
-            Ok(findings) => report
-                .findings
-                .extend(findings.into_iter().map(|f| locate(&o.origin, f))),
+            Ok(findings) => report.findings.extend(findings.into_iter().map(|f| {
+                let namespace = f.object.namespace.clone();
+                let remediation = remediate(&f, |r| index.rule(r, namespace.as_deref()));
+                locate(&o.origin, f, remediation)
+            })),
             // Not judged is not clean: an input error, so the gate fails (exit 2).
             Err(e) => report.errors.push(manifest::InputError {
                 file: o.origin.file.clone(),
@@ -161,7 +279,8 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
                 Ok(Some(role)) => {
                     azure_roles += 1;
                     if let Some(finding) = evaluate_azure(&role) {
-                        report.azure.push(locate(origin, finding));
+                        let remediation = remediate_azure(&finding);
+                        report.azure.push(locate(origin, finding, remediation));
                     }
                 }
                 Ok(None) => {}
@@ -198,12 +317,34 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
     report
 }
 
-fn locate<F>(origin: &Origin, finding: F) -> Located<F> {
+fn locate<F>(origin: &Origin, finding: F, remediation: Remediation) -> Located<F> {
     Located {
         file: origin.file.clone(),
         document: origin.document,
         line: origin.line,
         finding,
+        remediation,
+    }
+}
+
+/// Input errors in the findings' convention (`rule 1` is `.rules[0]`), with a hint for an
+/// unrendered Helm template.
+fn explain(e: &mut InputError, sources: &Sources) {
+    static RULE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^(invalid \w+: )rules\[(\d+)\]\.?").expect("valid regex")
+    });
+    if let Some(c) = RULE.captures(&e.message) {
+        let n: usize = c[2].parse().unwrap_or(0);
+        let end = c.get(0).map_or(0, |m| m.end());
+        e.message = format!("{}rule {}: {}", &c[1], n + 1, &e.message[end..]);
+    }
+    let templated = e.message.starts_with("invalid YAML")
+        && sources.text(&e.file).is_some_and(|t| t.contains("{{"));
+    if templated {
+        // After the first line: the parser's snippet of the offending lines follows it.
+        let hint = " (this looks like an unrendered Helm template: check the output of `helm template` instead)";
+        let at = e.message.find('\n').unwrap_or(e.message.len());
+        e.message.insert_str(at, hint);
     }
 }
 
@@ -221,9 +362,13 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
             ScopeArg::Strict => BindingScope::Strict,
         };
     }
-    let mut loaded = manifest::load_paths(&args.paths);
-    loaded.require_documents();
-    let report = judge(&loaded, &policy, !args.no_builtins);
+    let inputs = sources::load(&args.paths);
+    let mut report = judge(&inputs.loaded, &policy, !args.no_builtins);
+    for e in &mut report.errors {
+        explain(e, &inputs.sources);
+    }
+    let code = report.exit_code_at(args.fail_on);
+    let report = report.without_info(args.show_info);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
@@ -231,21 +376,28 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<u8> {
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         }
-        Format::Text => write_text(&mut out, &report, args.show_info)?,
+        Format::Text => write_text(&mut out, &report)?,
         Format::Sarif => {
-            serde_json::to_writer_pretty(&mut out, &sarif(&report, args.show_info))?;
+            let opts = super::sarif::Options {
+                show_info: args.show_info,
+                base: super::sarif::absolute(&args.sarif_base),
+                help_uri: (!args.help_uri.is_empty()).then(|| args.help_uri.clone()),
+            };
+            let index = Index::new(&inputs.loaded.objects);
+            let log = super::sarif::sarif(&report, &index, &inputs.sources, &opts);
+            serde_json::to_writer_pretty(&mut out, &log)?;
             writeln!(out)?;
         }
     }
-    Ok(report.exit_code())
+    Ok(code)
 }
 
-fn write_text(out: &mut impl Write, report: &Report, show_info: bool) -> std::io::Result<()> {
+fn write_text(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
     for e in &report.errors {
         writeln!(out, "ERROR {e}")?;
     }
-    write_findings(out, &report.findings, show_info)?;
-    write_findings(out, &report.azure, show_info)?;
+    write_findings(out, &report.findings)?;
+    write_findings(out, &report.azure)?;
     let s = &report.summary;
     writeln!(
         out,
@@ -254,102 +406,21 @@ fn write_text(out: &mut impl Write, report: &Report, show_info: bool) -> std::io
     )
 }
 
-/// SARIF 2.1.0: one result per finding (deny = error, warn = warning, info = note, the latter only
-/// with --show-info) and per input error.
-fn sarif(report: &Report, show_info: bool) -> serde_json::Value {
-    use serde_json::json;
-    fn result<F: Reported>(l: &Located<F>) -> serde_json::Value {
-        let level = match l.finding.severity() {
-            Severity::Deny => "error",
-            Severity::Warn => "warning",
-            Severity::Info => "note",
-        };
-        json!({
-            "ruleId": l.finding.rule_id(),
-            "level": level,
-            "message": {"text": l.finding.message()},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": l.file},
-                "region": {"startLine": l.line.max(1)}
-            }}]
-        })
-    }
-    let keep = |s: Severity| show_info || s > Severity::Info;
-    let mut results: Vec<serde_json::Value> = report
-        .findings
-        .iter()
-        .filter(|l| keep(l.finding.severity))
-        .map(result)
-        .chain(
-            report
-                .azure
-                .iter()
-                .filter(|l| keep(l.finding.severity))
-                .map(result),
-        )
-        .collect();
-    results.extend(report.errors.iter().map(|e| {
-        json!({
-            "ruleId": "input-error",
-            "level": "error",
-            "message": {"text": e.message},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": e.file},
-                "region": {"startLine": e.line.unwrap_or(1).max(1)}
-            }}]
-        })
-    }));
-    let mut rule_ids: Vec<String> = results
-        .iter()
-        .filter_map(|r| r["ruleId"].as_str().map(String::from))
-        .collect();
-    rule_ids.sort();
-    rule_ids.dedup();
-    let rules: Vec<serde_json::Value> = rule_ids
-        .iter()
-        .map(|id| json!({"id": id, "shortDescription": {"text": rule_description(id)}}))
-        .collect();
-    json!({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "secretscope", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
-            "results": results
-        }]
-    })
-}
-
-fn rule_description(id: &str) -> String {
-    match id {
-        "secrets" => "Secrets access granted beyond one namespace".into(),
-        "azure/secrets" => "Azure role granting AKS Secrets access beyond one namespace".into(),
-        "input-error" => "A manifest that could not be read".into(),
-        other => format!(
-            "Indirect route to Secrets: {}",
-            other.strip_prefix("indirect/").unwrap_or(other)
-        ),
-    }
-}
-
-/// `DENY  file:line: message`, info only when asked for.
+/// `DENY  file:line: message` and, indented below, `fix: remediation`.
 fn write_findings<F: Reported>(
     out: &mut impl Write,
     findings: &[Located<F>],
-    show_info: bool,
 ) -> std::io::Result<()> {
     for l in findings {
-        let severity = l.finding.severity();
-        if severity == Severity::Info && !show_info {
-            continue;
-        }
         let message = l.finding.message();
         let message = message.strip_prefix("secretscope: ").unwrap_or(message);
         writeln!(
             out,
-            "{:<5} {}:{}: {message}",
-            severity.to_string().to_uppercase(),
+            "{:<5} {}:{}: {message}\n      fix: {}",
+            l.finding.severity().to_string().to_uppercase(),
             l.file,
-            l.line
+            l.line,
+            l.remediation.text
         )?;
     }
     Ok(())

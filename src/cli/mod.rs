@@ -4,7 +4,9 @@ pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod manifests;
+pub mod sarif;
 pub mod serve;
+pub mod sources;
 
 use clap::{Parser, Subcommand, ValueEnum};
 

@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod finding;
 pub mod indirect;
 pub mod model;
+pub mod remediation;
 pub mod rule;
 pub mod secrets;
 pub mod selector;
