@@ -324,6 +324,14 @@ pub async fn run(
                 Some(u) => u.clone(),
                 None => {
                     let u = whoami(&client).await?;
+                    if !u.starts_with("system:serviceaccount:") {
+                        // Whatever identity runs secretscope is exempt from it: with a person's
+                        // kubeconfig, that person's RBAC writes would go unjudged.
+                        tracing::warn!(
+                            username = u,
+                            "secretscope runs as a user, not a ServiceAccount: that user's RBAC writes are exempt from its webhook"
+                        );
+                    }
                     username = Some(u.clone());
                     u
                 }
