@@ -276,3 +276,98 @@ fn json_carries_per_verb_reach_for_mixed_grants() {
         assert_eq!(binding["reach"], want, "{name}: {binding:#}");
     }
 }
+
+/// Issue 10: the JSON output is documented by schemas/check-report.schema.json; real outputs
+/// (the corpus with info findings, input errors, Azure roles, per-verb reach) validate against it.
+#[test]
+fn json_output_matches_its_schema() {
+    let schema = "schemas/check-report.schema.json";
+    let azure = serde_json::json!({
+        "Name": "Portal secrets operator", "IsCustom": true, "Actions": [], "NotActions": [],
+        "DataActions": ["Microsoft.ContainerService/managedClusters/secrets/*"], "NotDataActions": [],
+        "AssignableScopes": ["/subscriptions/0/resourceGroups/p/providers/Microsoft.ContainerService/managedClusters/c"]
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("azure.json"), azure.to_string()).expect("write");
+    let named = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: n}\nrules: [{apiGroups: [\"\"], resources: [secrets], verbs: [watch]}, {apiGroups: [\"\"], resources: [secrets], verbs: [patch], resourceNames: [a]}]\n";
+    std::fs::write(dir.path().join("named.yaml"), named).expect("write");
+    std::fs::write(dir.path().join("chart.yaml"), CHART).expect("write");
+    std::fs::write(dir.path().join("broken.yaml"), "kind: [\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\nrules: [{verbs: 7}]\n").expect("write");
+    let d = dir.path().to_str().unwrap_or_default();
+    let mut outputs = vec![check(
+        &["--format", "json", "--show-info", "--scope", "strict", d],
+        None,
+    )];
+    if let Some(corpus) = common::corpus_dir() {
+        outputs.push(check(
+            &[
+                "--format",
+                "json",
+                "--show-info",
+                corpus.to_str().unwrap_or_default(),
+            ],
+            None,
+        ));
+    }
+    for (_, out, err) in outputs {
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
+        cli_support::assert_valid(schema, &v);
+        assert!(v["findings"].as_array().is_some_and(|f| !f.is_empty()));
+    }
+    let (code, out, _) = check(
+        &["--format", "json", "--show-info", "--scope", "strict", d],
+        None,
+    );
+    assert_eq!(code, 2);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert!(v["azure"][0]["remediation"]["text"]
+        .as_str()
+        .is_some_and(|t| t.contains("NotDataActions")));
+    assert!(
+        v["errors"].as_array().is_some_and(|e| e.len() == 2),
+        "{}",
+        v["errors"]
+    );
+    assert!(v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .any(|f| f["reach"][1]["names"] == serde_json::json!(["a"])));
+}
+
+/// `--fail-on` moves the gate; info findings appear in JSON only with `--show-info` (the
+/// summary counts them either way); remediations are in text and JSON.
+#[test]
+fn fail_on_show_info_and_remediation() {
+    let (code, out, _) = check(&["--no-builtins", "-"], Some(CHART));
+    assert_eq!(code, 0, "a warning alone passes by default: {out}");
+    let (code, _, _) = check(&["--no-builtins", "--fail-on", "warn", "-"], Some(CHART));
+    assert_eq!(code, 1);
+    let unbound = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: u}\nrules: [{apiGroups: [\"\"], resources: [secrets], verbs: [get]}]\n";
+    let (code, out, _) = check(
+        &["--format", "json", "--fail-on", "warn", "-"],
+        Some(unbound),
+    );
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["findings"], serde_json::json!([]));
+    assert_eq!(v["summary"]["info"], 1);
+    let (code, out, _) = check(
+        &["--format", "json", "--show-info", "--fail-on", "info", "-"],
+        Some(unbound),
+    );
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["findings"][0]["severity"], "info");
+
+    let (_, out, _) = check(&["-"], Some(CHART));
+    assert!(out.contains("\n      fix: ClusterRole \"cluster-admin\" rule 1 needs a person: ClusterRole \"cluster-admin\" is not among the inputs (a built-in role?)"), "{out}");
+
+    let helm = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {{ .Release.Name }}\n";
+    let (code, out, _) = check(&["-"], Some(helm));
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("unrendered Helm template: check the output of `helm template`"),
+        "{out}"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod fix;
 pub mod manifests;
 pub mod sarif;
 pub mod serve;
@@ -36,6 +37,9 @@ pub enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Judge manifests offline; exit 0 clean, 1 deny-level findings, 2 input errors.
     Check(check::CheckArgs),
+    /// Rewrite manifests without their cluster-wide Secrets rules and print the tenancy policy
+    /// that grants the same verbs per namespace; exit 0 all rewritten, 1 some need a person.
+    Fix(fix::FixArgs),
     /// List every subject with cluster-wide Secrets access in the current cluster; exit 0 none
     /// outside the exemptions, 1 some, 2 the cluster could not be read.
     Audit(audit::AuditArgs),
