@@ -2124,12 +2124,17 @@ impl Drop for InstalledExtras {
 async fn s14_no_lockout_install_then_self_registration() {
     let _serial = exclusive();
     let Some(cp) = control_plane() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = render_plain_install(cp, dir.path());
+    no_lockout_then_self_registration(cp, &rendered).await;
+}
+
+/// s14 for any rendered install (the kustomize overlay, the Helm chart).
+async fn no_lockout_then_self_registration(cp: &'static ControlPlane, rendered: &std::path::Path) {
     let admin = cp.admin_client().await;
     let kubeconfig = install(cp).await;
     let cleanup = Cleanup::new(cp);
-    let dir = tempfile::tempdir().unwrap();
-    let rendered = render_plain_install(cp, dir.path());
-    let _extras = InstalledExtras::of(cp, &rendered);
+    let _extras = InstalledExtras::of(cp, rendered);
     kubectl_ok(cp, &["apply", "-f", &rendered.display().to_string()]);
     assert!(
         get_json(cp, &["-n", NAMESPACE, "deployment", "secretscope"]).is_some(),
