@@ -11,7 +11,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.log_format);
+    cli::init_logging(cli.log_format, cli.command.default_log_filter());
     let result = match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Fix(args) => cli::fix::run(&args),

@@ -16,6 +16,8 @@ use crate::rbac::Route;
 pub enum Format {
     Text,
     Json,
+    /// A wg-policy ClusterPolicyReport (wgpolicyk8s.io/v1alpha2) to `kubectl apply`.
+    Policyreport,
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +25,60 @@ pub struct AuditArgs {
     /// Policy file (secretscope.yaml): its exemptions mark subjects as exempt.
     #[arg(long, env = "SECRETSCOPE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Output format: text for people, json for scripts, policyreport for Policy Reporter.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, else in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// A client from `--kubeconfig`/`--context` when given, else inferred as `serve` does
+/// (KUBECONFIG, ~/.kube/config, in-cluster), with the server's URL for error messages.
+async fn client(args: &AuditArgs) -> anyhow::Result<(kube::Client, String)> {
+    let options = kube::config::KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let mut config = match (&args.kubeconfig, &args.context) {
+        (Some(path), _) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), root_cause(&e)))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), root_cause(&e)))?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| anyhow::anyhow!("kubeconfig: {}", root_cause(&e)))?,
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", root_cause(&e)))?,
+    };
+    // As `cluster::client`: a CLI run fails fast rather than retrying.
+    config.default_retry = false;
+    let url = config.cluster_url.to_string();
+    let client =
+        kube::Client::try_from(config).map_err(|e| anyhow::anyhow!("{}", root_cause(&e)))?;
+    Ok((client, url))
+}
+
+/// The innermost cause only: kube's error chains repeat the same cause at every level, which
+/// made a 700-character line out of one "connection refused".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let (outer, inner) = (e.to_string(), cause.to_string());
+    if outer.contains(&inner) {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
 }
 
 #[derive(Serialize)]
@@ -47,13 +101,18 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<u8> {
         Some(path) => Policy::load(path)?,
         None => Policy::default(),
     };
-    let client = crate::cluster::client()
-        .await
-        .context("cannot build a Kubernetes client (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let (client, url) = client(args).await.context(
+        "cannot build a Kubernetes client (--kubeconfig, KUBECONFIG, ~/.kube/config or in-cluster)",
+    )?;
     let state = tokio::time::timeout(Duration::from_secs(60), crate::cluster::list_rbac(client))
         .await
         .context("listing RBAC objects timed out after 60s")?
-        .context("cannot list ClusterRoles and ClusterRoleBindings")?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list ClusterRoles and ClusterRoleBindings from {url}: {}",
+                root_cause(&e)
+            )
+        })?;
     let subjects = audit(&state, &policy.eval);
     let summary = AuditSummary {
         secrets: subjects
@@ -110,6 +169,12 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<u8> {
                     summary,
                 },
             )?;
+            writeln!(out)?;
+        }
+        Format::Policyreport => {
+            let now = time::OffsetDateTime::now_utc();
+            let report = super::policyreport::cluster_policy_report(&subjects, now);
+            serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         }
     }

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod check;
 pub mod fix;
 pub mod manifests;
+pub mod policyreport;
 pub mod sarif;
 pub mod serve;
 pub mod sources;
@@ -49,12 +50,26 @@ pub enum Command {
     Manifests(manifests::ManifestsArgs),
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
+impl Command {
+    /// The log filter when `RUST_LOG` is unset: `info` for the server; one-shot commands report
+    /// their own errors in one line, so only warnings, and none of kube-client's copies of them.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Self::Serve(_) => "info",
+            _ => "warn,kube_client=off",
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `default_filter`). Colour only on a terminal:
+/// escape codes in a log file or a CI log are noise.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
