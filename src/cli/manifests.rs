@@ -1,5 +1,5 @@
-//! `secretscope manifests`: the plain install (deploy/base plus the serving Secret and caBundle)
-//! for clusters installed without kustomize. It follows deploy/base/kustomization.yaml (its
+//! `secretscope manifests`: the plain install (deploy/base plus the serving Secret, whose `ca.crt`
+//! secretscope registers as its webhooks' caBundle) for clusters installed without kustomize. It follows deploy/base/kustomization.yaml (its
 //! resources and labels), so `kubectl kustomize deploy/overlays/plain` and this print the same
 //! objects; a test holds them to that.
 
@@ -37,16 +37,16 @@ const BASE: &[(&str, &str)] = &[
         include_str!("../../deploy/base/service.yaml"),
     ),
     (
-        "webhooks.yaml",
-        include_str!("../../deploy/base/webhooks.yaml"),
+        "webhook-guard.yaml",
+        include_str!("../../deploy/base/webhook-guard.yaml"),
     ),
 ];
 const KUSTOMIZATION: &str = include_str!("../../deploy/base/kustomization.yaml");
 
 #[derive(Debug, clap::Args)]
 pub struct ManifestsArgs {
-    /// caBundle for the webhook configurations: base64 of the CA's PEM, as `secretscope certs`
-    /// prints it.
+    /// The CA of the serving certificate, base64 of its PEM as `secretscope certs` prints it: the
+    /// Secret's `ca.crt`, which secretscope registers as its webhooks' caBundle.
     #[arg(long, conflicts_with = "ca_file", required_unless_present = "ca_file")]
     pub ca_bundle: Option<String>,
     /// The CA's PEM file instead of --ca-bundle (certs/ca.crt).
@@ -105,7 +105,7 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The caBundle, checked to be base64 of at least one PEM certificate.
+/// The CA, as base64 checked to be of at least one PEM certificate.
 fn ca_bundle(args: &ManifestsArgs) -> anyhow::Result<String> {
     let bundle = match (&args.ca_bundle, &args.ca_file) {
         (Some(b), _) => b.split_whitespace().collect::<String>(),
@@ -128,20 +128,17 @@ fn ca_bundle(args: &ManifestsArgs) -> anyhow::Result<String> {
 pub fn render(args: &ManifestsArgs) -> anyhow::Result<Vec<Value>> {
     let bundle = ca_bundle(args)?;
     let mut objects = base_objects()?;
-    for o in &mut objects {
-        if let Some(webhooks) = o.get_mut("webhooks").and_then(Value::as_array_mut) {
-            for w in webhooks {
-                w["clientConfig"]["caBundle"] = bundle.clone().into();
-            }
-        }
-    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         objects.push(json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "secretscope-tls", "namespace": "secretscope"},
             "type": "kubernetes.io/tls",
-            "data": {"tls.crt": b64(&read(cert)?), "tls.key": b64(&read(key)?)}
+            "data": {
+                "tls.crt": b64(&read(cert)?),
+                "tls.key": b64(&read(key)?),
+                "ca.crt": bundle,
+            }
         }));
     }
     Ok(objects)
@@ -161,6 +158,7 @@ mod tests {
     #[test]
     fn every_listed_resource_is_embedded_and_labelled() {
         let objects = base_objects().unwrap();
+        // No webhook configuration: secretscope registers its own once ready.
         assert_eq!(objects.len(), 14);
         for o in &objects {
             assert_eq!(
