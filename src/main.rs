@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Fix(args) => cli::fix::run(&args),
+        Command::Test(args) => cli::cases::run(&args),
         Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
         Command::Manifests(args) => cli::manifests::run(&args).map(|()| 0),
         Command::Serve(args) => runtime().and_then(|rt| {

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check`, `certs`.
 
 pub mod audit;
+pub mod cases;
 pub mod certs;
 pub mod check;
 pub mod fix;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Rewrite manifests without their cluster-wide Secrets rules and print the tenancy policy
     /// that grants the same verbs per namespace; exit 0 all rewritten, 1 some need a person.
     Fix(fix::FixArgs),
+    /// Run secretscope-test.yaml cases (manifests with expected verdicts, like `kyverno test`);
+    /// exit 0 all met, 1 some not, 2 unreadable cases.
+    Test(cases::TestArgs),
     /// List every subject with cluster-wide Secrets access in the current cluster; exit 0 none
     /// outside the exemptions, 1 some, 2 the cluster could not be read.
     Audit(audit::AuditArgs),

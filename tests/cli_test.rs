@@ -1,0 +1,78 @@
+//! `secretscope test`: secretscope-test.yaml cases with expected verdicts, as `kyverno test`.
+
+mod cli_support;
+mod common;
+
+use cli_support::run;
+
+#[test]
+fn committed_cases_pass() {
+    if common::corpus_dir().is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "corpus missing in CI"
+        );
+        return;
+    }
+    let (code, out, err) = run(&["test", "tests/fixtures/cases"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PASS  cert-manager: ClusterRole \"cert-manager-cainjector\": deny"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "PASS  strict scope: ClusterRoleBinding \"ci-exec\" (indirect/pod-exec): warn"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("secretscope test: 2 files, 0 failed expectations, 0 errors\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn failures_typos_and_bad_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let case = dir.path().join("case");
+    std::fs::create_dir_all(&case).expect("mkdir");
+    std::fs::write(
+        case.join("rbac.yaml"),
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: syncer}\nrules: [{apiGroups: [\"\"], resources: [secrets], verbs: [get]}]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        case.join("secretscope-test.yaml"),
+        "name: wrong\nresources: [rbac.yaml]\nresults:\n- {kind: ClusterRole, name: syncer, result: deny}\n- {kind: ClusterRole, name: synser, result: pass}\n",
+    )
+    .expect("write");
+    let d = dir.path().to_str().expect("utf-8");
+    let (code, out, _) = run(&["test", d], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  wrong: ClusterRole \"syncer\": expected deny, got info"),
+        "an unbound role is info: {out}"
+    );
+    assert!(
+        out.contains("FAIL  wrong: ClusterRole \"synser\": not among the resources"),
+        "{out}"
+    );
+
+    std::fs::write(
+        case.join("secretscope-test.yaml"),
+        "name: bad\nresources: [rbac.yaml]\nresults:\n- {kind: ClusterRole, name: syncer, verdict: deny}\n",
+    )
+    .expect("write");
+    let (code, out, _) = run(&["test", d], None);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("ERROR ") && out.contains("not a secretscope test file"),
+        "{out}"
+    );
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = run(&["test", empty.path().to_str().expect("utf-8")], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("no secretscope-test.yaml"), "{err}");
+}
