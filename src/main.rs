@@ -16,6 +16,8 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Fix(args) => cli::fix::run(&args),
         Command::Test(args) => cli::cases::run(&args),
+        Command::Completions(args) => cli::completions(&args),
+        Command::Man(args) => cli::man(&args),
         Command::Certs(args) => cli::certs::run(&args).map(|()| 0),
         Command::Manifests(args) => cli::manifests::run(&args).map(|()| 0),
         Command::Serve(args) => runtime().and_then(|rt| {

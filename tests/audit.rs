@@ -104,6 +104,15 @@ async fn policyreport_kubeconfig_context_and_unreachable() {
         let current = audit(&["--kubeconfig", &k], None);
         let missing = audit(&["--kubeconfig", &k, "--context", "nope"], None);
         let no_file = audit(&["--kubeconfig", "/nonexistent/kubeconfig"], None);
+        // Logs asked for, stderr a pipe: no colour escape codes.
+        let logged = std::process::Command::new(cli_support::BIN)
+            .args(["audit", "--kubeconfig", &k])
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("audit");
+        let logged = String::from_utf8_lossy(&logged.stderr).into_owned();
+        assert!(logged.lines().count() > 1, "{logged}");
+        assert!(!logged.contains('\x1b'), "{logged}");
         (report, current, missing, no_file)
     })
     .await

@@ -76,3 +76,58 @@ fn failures_typos_and_bad_files() {
     assert_eq!(code, 2);
     assert!(err.contains("no secretscope-test.yaml"), "{err}");
 }
+
+/// Every flag and argument of every subcommand says what it is for.
+#[test]
+fn every_flag_has_help() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.get_help().is_none() && id != "help" && id != "version" {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(
+        &secretscope::cli::Cli::command(),
+        "secretscope",
+        &mut missing,
+    );
+    assert!(missing.is_empty(), "flags without help: {missing:#?}");
+}
+
+#[test]
+fn version_completions_and_man_pages() {
+    let (code, out, _) = run(&["--version"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("secretscope {}\n", env!("CARGO_PKG_VERSION")));
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let (code, out, err) = run(&["completions", shell], None);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains("fail-on") && out.contains("sarif-base"),
+            "{shell}"
+        );
+    }
+    let (code, out, _) = run(&["man"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(".TH secretscope 1") && out.contains("check"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = run(
+        &["man", "--out-dir", dir.path().to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let check =
+        std::fs::read_to_string(dir.path().join("secretscope-check.1")).expect("check page");
+    assert!(check.contains("fail\\-on"), "{check}");
+    assert!(dir.path().join("secretscope-fix.1").exists());
+}

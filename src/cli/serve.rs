@@ -175,20 +175,14 @@ pub struct ReconcilerArgs {
     pub own_cluster_role: String,
 }
 
-/// `250ms`, `10s`, `2m`.
+/// Go-style durations as humantime reads them: `250ms`, `10s`, `1m30s`, `1.5h`; a bare number
+/// is seconds, as it always was here.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
     }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 10s, 1m30s or 250ms: {e}"))
 }
 
 fn standalone_state(paths: &[PathBuf]) -> anyhow::Result<ClusterState> {
@@ -338,7 +332,11 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("10h").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10x").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("").is_err());
     }
 }
