@@ -233,3 +233,46 @@ fn input_errors_at_their_line_and_help_links() {
     let log = sarif(&out);
     assert_eq!(results(&log)[0]["level"], "note");
 }
+
+/// action.yml and .pre-commit-hooks.yaml parse, and the command line the action runs works.
+#[test]
+fn the_action_and_the_hooks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let action: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root.join("action.yml")).expect("action.yml"),
+    )
+    .expect("action.yml is YAML");
+    assert_eq!(action["runs"]["using"], "composite");
+    let script = action["runs"]["steps"][1]["run"]
+        .as_str()
+        .expect("check step");
+    assert!(
+        script.contains(
+            "check --format sarif --sarif-base \"$GITHUB_WORKSPACE\" --fail-on \"$FAIL_ON\""
+        ),
+        "{script}"
+    );
+    let hooks: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root.join(".pre-commit-hooks.yaml")).expect("hooks"),
+    )
+    .expect("hooks are YAML");
+    assert_eq!(hooks[0]["entry"], "secretscope check");
+
+    let (code, out, err) = run(
+        &[
+            "check",
+            "--format",
+            "sarif",
+            "--sarif-base",
+            env!("CARGO_MANIFEST_DIR"),
+            "--fail-on",
+            "warn",
+            "tests/fixtures/cases/strict/rbac.yaml",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "the pod-exec route is a warning: {err}");
+    let log = sarif(&out);
+    let (artifact, _) = location(&results(&log)[0]);
+    assert_eq!(artifact["uri"], "tests/fixtures/cases/strict/rbac.yaml");
+}
