@@ -10,6 +10,8 @@ mod install;
 
 use std::process::Command;
 
+use serde_json::Value;
+
 use install::{
     assert_no_lockout_install, assert_own_findings, assert_valid_object, by_key, check_strict,
     deploy_copy, documents, find, kubectl, kustomize, OWN_FINDINGS,
@@ -244,5 +246,199 @@ fn the_grant_clusterrole_overlay_changes_only_what_the_mode_needs() {
     assert_eq!(
         shared["rules"][0]["verbs"],
         serde_json::to_value(&parsed.file.tenancy.verbs).unwrap()
+    );
+}
+
+/// The optional components: added to the default install they render valid objects, change
+/// nothing else, and keep the own check's findings.
+#[test]
+fn the_monitoring_and_network_policy_components_add_only_their_objects() {
+    let Some(kubectl) = kubectl() else { return };
+    let copy = deploy_copy();
+    let root = copy.path().join("deploy");
+    let kit = root.join("overlays/kit");
+    std::fs::create_dir_all(&kit).unwrap();
+    std::fs::write(
+        kit.join("kustomization.yaml"),
+        "resources: [../cert-manager]\ncomponents: [../../components/monitoring, ../../components/network-policy]\n",
+    )
+    .unwrap();
+    let yaml = kustomize(&kubectl, &kit);
+    let docs = documents(&yaml);
+    assert_no_lockout_install(&docs, "kit");
+    assert_own_findings(&check_strict(&yaml), 6, OWN_FINDINGS, "kit");
+    let mut with = by_key(docs.clone());
+    let without = by_key(documents(&kustomize(&kubectl, &root)));
+    for (k, v) in &without {
+        assert_eq!(with.remove(k).as_ref(), Some(v), "{k}");
+    }
+    assert_eq!(
+        with.keys().collect::<Vec<_>>(),
+        [
+            "ConfigMap/secretscope/secretscope-dashboard",
+            "NetworkPolicy/secretscope/secretscope",
+            "PrometheusRule/secretscope/secretscope",
+            "ServiceMonitor/secretscope/secretscope",
+        ]
+    );
+    let alerts: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "PrometheusRule")
+        .flat_map(|d| install::prometheus_rules(d))
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "SecretscopeWebhookErrors",
+            "SecretscopeWebhookSlow",
+            "SecretscopeTenancyForbidden",
+            "SecretscopeServingCertExpiresSoon",
+            "SecretscopeLeaderCount",
+            "SecretscopeStateNotSynced",
+            "SecretscopeRegistrationFailing",
+        ]
+    );
+    // The Service selects the pods the ServiceMonitor's port is on, and the NetworkPolicy admits
+    // that port only from the monitoring namespace, the webhook's from anywhere.
+    let policy = find(&docs, "NetworkPolicy", "secretscope");
+    assert_eq!(policy["spec"]["ingress"][0]["from"], Value::Null);
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8443);
+    assert_eq!(policy["spec"]["ingress"][1]["ports"][0]["port"], 9090);
+    let service = find(&docs, "Service", "secretscope");
+    assert!(service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "metrics" && p["port"] == 9090));
+}
+
+/// Every metric the PrometheusRule's alerts and the dashboard's panels use is one the real
+/// binary exposes on `/metrics` (a renamed metric would leave an alert that never fires).
+#[test]
+fn every_metric_the_monitoring_kit_uses_is_exposed_by_the_binary() {
+    let Some(kubectl) = kubectl() else { return };
+    let dir = install::repo().join("deploy/components/monitoring");
+    let docs = documents(&kustomize(&kubectl, &dir));
+    let state = std::fs::read_to_string(install::repo().join("examples/state/platform-rbac.yaml"))
+        .expect("examples/state");
+    let webhook = common::Webhook::start(&state, "", &["--metrics-listen", "127.0.0.1:0"]);
+    let url = webhook.metrics_url().expect("metrics address");
+    let exposed = scrape_names(
+        url.trim_start_matches("http://")
+            .trim_end_matches("/metrics"),
+    );
+    let exprs = install::monitoring_expressions(&docs);
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    for expr in &exprs {
+        let names = install::metric_names(expr);
+        assert!(!names.is_empty(), "{expr}");
+        for name in names {
+            assert!(
+                exposed.contains(&name),
+                "{name} (in {expr}) is not on /metrics: {exposed:?}"
+            );
+        }
+    }
+}
+
+/// The sample names on a plain-HTTP `/metrics` page at `addr`.
+fn scrape_names(addr: &str) -> std::collections::BTreeSet<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read metrics");
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// README "Install": an overlay of one's own sets the image with kustomize `images:`, and only
+/// the image changes.
+#[test]
+fn an_overlay_sets_the_image_with_kustomize_images() {
+    let Some(kubectl) = kubectl() else { return };
+    let copy = deploy_copy();
+    let mine = copy.path().join("platform/secretscope");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        "resources:\n- ../../deploy\nimages:\n- name: ghcr.io/secretscope/secretscope\n  newName: registry.example.com/platform/secretscope\n  newTag: 0.1.0\n",
+    )
+    .unwrap();
+    let mut docs = by_key(documents(&kustomize(&kubectl, &mine)));
+    let mut base = by_key(documents(&kustomize(&kubectl, &copy.path().join("deploy"))));
+    let key = "Deployment/secretscope/secretscope";
+    let image = |d: &mut std::collections::BTreeMap<String, Value>| {
+        d.get_mut(key).expect("deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .take()
+    };
+    assert_eq!(
+        image(&mut docs),
+        "registry.example.com/platform/secretscope:0.1.0"
+    );
+    assert_eq!(image(&mut base), "ghcr.io/secretscope/secretscope:0.1.0");
+    assert_eq!(docs, base);
+}
+
+/// The image the release workflow publishes is the one the installs run, built from the
+/// Dockerfile for two architectures with an SBOM; the Dockerfile's final stage is static and runs
+/// as the UID the Deployment requires. (Neither is built here: no container engine.)
+#[test]
+fn the_release_workflow_and_dockerfile_match_the_install() {
+    let repo = install::repo();
+    let workflow: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo.join(".github/workflows/release.yml")).expect("release.yml"),
+    )
+    .expect("release.yml is YAML");
+    let steps = workflow["jobs"]["image"]["steps"]
+        .as_array()
+        .expect("steps");
+    let build = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("docker/build-push-action"))
+        })
+        .expect("a build-push step");
+    assert_eq!(build["with"]["platforms"], "linux/amd64,linux/arm64");
+    assert_eq!(build["with"]["sbom"], true);
+    assert_eq!(build["with"]["push"], true);
+    let meta = steps
+        .iter()
+        .find(|s| s["id"] == "meta")
+        .expect("a metadata step");
+    assert!(meta["with"]["images"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("ghcr.io/") && i.ends_with("/secretscope")));
+    assert_eq!(workflow["on"]["push"]["tags"], serde_json::json!(["v*"]));
+
+    let dockerfile = std::fs::read_to_string(repo.join("Dockerfile")).expect("Dockerfile");
+    let last_from = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("FROM "))
+        .expect("FROM");
+    assert!(last_from.contains("distroless/static"), "{last_from}");
+    assert!(dockerfile.contains("+crt-static"));
+    let deployment = std::fs::read_to_string(repo.join("deploy/base/deployment.yaml")).unwrap();
+    let deployment: Value = serde_saphyr::from_str(&deployment).expect("deployment");
+    let uid = &deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"];
+    assert!(
+        dockerfile.contains(&format!("USER {uid}:{uid}")),
+        "{uid} {dockerfile}"
+    );
+    assert!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("ghcr.io/secretscope/secretscope:"))
     );
 }

@@ -73,7 +73,7 @@ struct LabelSet {
 
 /// The base's objects, in kustomization order, with its labels on every object's metadata.
 pub fn base_objects() -> anyhow::Result<Vec<Value>> {
-    let k: Kustomization = serde_saphyr::from_str(KUSTOMIZATION).context("base kustomization")?;
+    let k = kustomization()?;
     let mut out = Vec::new();
     for resource in &k.resources {
         let Some((_, text)) = BASE.iter().find(|(name, _)| name == resource) else {
@@ -82,19 +82,28 @@ pub fn base_objects() -> anyhow::Result<Vec<Value>> {
         let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
             .with_context(|| format!("deploy/base/{resource}"))?;
         for mut doc in docs {
-            for set in &k.labels {
-                let labels = doc
-                    .pointer_mut("/metadata")
-                    .and_then(Value::as_object_mut)
-                    .map(|m| m.entry("labels").or_insert_with(|| json!({})));
-                if let Some(Value::Object(labels)) = labels {
-                    labels.extend(set.pairs.clone());
-                }
-            }
+            label(&mut doc, &k);
             out.push(doc);
         }
     }
     Ok(out)
+}
+
+fn kustomization() -> anyhow::Result<Kustomization> {
+    serde_saphyr::from_str(KUSTOMIZATION).context("base kustomization")
+}
+
+/// The base's labels on `doc` (the plain overlay puts them on its Secret too).
+fn label(doc: &mut Value, k: &Kustomization) {
+    for set in &k.labels {
+        let labels = doc
+            .pointer_mut("/metadata")
+            .and_then(Value::as_object_mut)
+            .map(|m| m.entry("labels").or_insert_with(|| json!({})));
+        if let Some(Value::Object(labels)) = labels {
+            labels.extend(set.pairs.clone());
+        }
+    }
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -129,7 +138,7 @@ pub fn render(args: &ManifestsArgs) -> anyhow::Result<Vec<Value>> {
     let bundle = ca_bundle(args)?;
     let mut objects = base_objects()?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        objects.push(json!({
+        let mut secret = json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "secretscope-tls", "namespace": "secretscope"},
@@ -139,7 +148,9 @@ pub fn render(args: &ManifestsArgs) -> anyhow::Result<Vec<Value>> {
                 "tls.key": b64(&read(key)?),
                 "ca.crt": bundle,
             }
-        }));
+        });
+        label(&mut secret, &kustomization()?);
+        objects.push(secret);
     }
     Ok(objects)
 }

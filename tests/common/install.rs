@@ -345,6 +345,9 @@ pub fn assert_no_lockout_install(docs: &[Value], context: &str) {
         assert!(kinds.contains(&want), "{context}: no {want}");
     }
     let deployment = find(docs, "Deployment", "secretscope");
+    let namespace = deployment["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("secretscope");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{context}");
     let c = &pod["containers"][0];
@@ -404,7 +407,9 @@ pub fn assert_no_lockout_install(docs: &[Value], context: &str) {
     assert!(
         guard["spec"]["matchConditions"][0]["expression"]
             .as_str()
-            .is_some_and(|e| e.contains("'system:serviceaccount:secretscope:secretscope'")),
+            .is_some_and(
+                |e| e.contains(&format!("'system:serviceaccount:{namespace}:secretscope'"))
+            ),
         "{context}: {guard:#}"
     );
     let binding = find(
@@ -449,4 +454,36 @@ pub fn by_key(docs: Vec<Value>) -> BTreeMap<String, Value> {
         assert!(m.insert(key.clone(), d).is_none(), "{key} twice");
     }
     m
+}
+
+/// The metric names (`secretscope_*`, `process_*`) a PromQL expression uses.
+pub fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("secretscope_") || w.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every PromQL expression of the monitoring kit in `docs`: the PrometheusRule's alerts and the
+/// dashboard's panel targets.
+pub fn monitoring_expressions(docs: &[Value]) -> Vec<String> {
+    let mut exprs: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "PrometheusRule")
+        .flat_map(|d| prometheus_rules(d).into_iter())
+        .filter_map(|r| r["expr"].as_str().map(str::to_string))
+        .collect();
+    let dashboard = find(docs, "ConfigMap", "secretscope-dashboard");
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["secretscope.json"]
+            .as_str()
+            .expect("json"),
+    )
+    .expect("the dashboard is JSON");
+    for panel in json["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    exprs
 }

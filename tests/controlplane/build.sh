@@ -2,7 +2,8 @@
 # Builds the real control plane the tests run on loopback: kube-apiserver and
 # kube-controller-manager from k8s.io/kubernetes, and etcd from go.etcd.io/etcd/server/v3,
 # at the versions pinned in this directory's go.mod/go.sum; and kubectl of the same release,
-# so the tests see exactly what a user's kubectl prints.
+# so the tests see exactly what a user's kubectl prints. Also helm (tests/helm/build-helm.sh, its
+# own pin and cache), linked into the same directory for tests/helm.rs.
 #
 # Output: <target>/controlplane/<hash>/{etcd,kube-apiserver,kube-controller-manager,kubectl}, where
 # <target> is $CARGO_TARGET_DIR or <repo>/target and <hash> covers go.mod, go.sum and this
@@ -21,13 +22,25 @@ hash="$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1
 out="$target/controlplane/$hash"
 bins=(etcd kube-apiserver kube-controller-manager kubectl)
 
+# helm has its own pin and cache (target/helm/<hash>); a missing helm never fails the control
+# plane (tests/helm.rs says so itself).
+finish() {
+    local helm_dir
+    if helm_dir="$(bash "$repo/tests/helm/build-helm.sh" | tail -n 1)"; then
+        ln -sfn "$helm_dir/helm" "$out/helm"
+    else
+        echo "build.sh: helm was not built (see above)" >&2
+    fi
+    echo "$out"
+}
+
 have_all() {
     local b
     for b in "${bins[@]}"; do [ -x "$out/$b" ] || return 1; done
 }
 
 if have_all; then
-    echo "$out"
+    finish
     exit 0
 fi
 
@@ -46,7 +59,7 @@ mkdir -p "$target/controlplane"
 exec 9>"$target/controlplane/.lock"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
 if have_all; then
-    echo "$out"
+    finish
     exit 0
 fi
 
@@ -81,4 +94,4 @@ for old in "$target"/controlplane/*/; do
     [ "${old%/}" = "$out" ] || rm -rf "${old%/}"
 done
 echo "build.sh: built in $((SECONDS - start))s" >&2
-echo "$out"
+finish
