@@ -23,6 +23,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/install.rs"]
+mod install;
 mod real_apiserver;
 
 use std::cell::RefCell;
@@ -2310,6 +2312,41 @@ async fn no_lockout_then_self_registration(cp: &'static ControlPlane, rendered: 
     reinstall_rbac(cp);
 }
 
+/// 16. The same no-lockout install and self-registration, installed from the Helm chart: `helm
+/// template` with certificates from `secretscope certs` (as its values document) and the namespace
+/// created, applied whole.
+#[tokio::test]
+async fn s16_helm_install_no_lockout_then_self_registration() {
+    let _serial = exclusive();
+    let Some(cp) = control_plane() else { return };
+    let Some(helm) = install::helm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let mut make = Command::new(common::BIN);
+    make.args(["certs", "--dns", "secretscope.secretscope.svc", "--out"])
+        .arg(&certs);
+    let out = run(make);
+    assert!(out.ok(), "{}", out.stderr);
+    let mut template = Command::new(helm);
+    template
+        .args(["template", "secretscope"])
+        .arg(repo().join("charts/secretscope"))
+        .args(["--namespace", NAMESPACE, "--set"])
+        .arg("namespace.create=true,certManager.enabled=false,replicas=1")
+        .arg("--set-file")
+        .arg(format!(
+            "tls.cert={},tls.key={},tls.ca={}",
+            certs.join("tls.crt").display(),
+            certs.join("tls.key").display(),
+            certs.join("ca.crt").display()
+        ));
+    let out = run(template);
+    assert!(out.ok(), "{}", out.stderr);
+    let rendered = dir.path().join("install.yaml");
+    std::fs::write(&rendered, out.stdout).unwrap();
+    no_lockout_then_self_registration(cp, &rendered).await;
+}
+
 fn after_name(binding: &ClusterRoleBinding) -> String {
     binding.metadata.name.clone().unwrap_or_default()
 }
@@ -2391,6 +2428,55 @@ async fn s15_rollout_from_audit_to_enforce() {
         .filter(|name| out.stdout.contains(&format!("\"{name}\"")))
         .collect();
     eprintln!("secretscope audit (mode: audit) lists {listed:?}");
+    // ... with the fix it proposes for the grant, and the exemption entry for its subject.
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    let is_bob = |s: &&Value| s["subject"]["kind"] == "User" && s["subject"]["name"] == "bob";
+    let bob = report["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(is_bob)
+        .expect("bob is listed");
+    let grant = bob["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["binding"] == risky.as_str())
+        .expect("the risky binding");
+    let fix = grant["remediation"]["text"].as_str().unwrap();
+    eprintln!("audit's fix: {fix}");
+    assert!(
+        fix.contains(&format!("ClusterRole \"{role}\" rule 1")) && fix.contains("tenancy.subjects"),
+        "{fix}"
+    );
+    assert_eq!(grant["remediation"]["edits"][0]["action"], "drop-secrets");
+    let entry = bob["exemption"].as_str().expect("an exemption entry");
+    eprintln!("audit's exemption entry: {entry}");
+    // The proposed entry, pasted into a policy as its comment says, exempts exactly that subject.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("secretscope.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "exemptions:\n  subjects:\n  {}\n",
+            entry.replace("<why it needs every Secret>", "rollout test")
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(["audit", "--format", "json", "--config"])
+        .arg(&policy)
+        .env("KUBECONFIG", &kubeconfig);
+    let again = run(cmd);
+    let again: Value =
+        serde_json::from_str(&again.stdout).unwrap_or_else(|e| panic!("{e}: {}", again.stderr));
+    let bob = again["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(is_bob)
+        .expect("bob is still listed");
+    assert_eq!(bob["exempt"], true, "{bob:#}");
 
     // 3. Enforce: the same writes again (deleted first, so they are creates once more).
     drop(hooks);

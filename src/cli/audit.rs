@@ -153,6 +153,13 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<u8> {
                         g.role,
                         rules.join(", ")
                     )?;
+                    writeln!(out, "    fix: {}", g.remediation.text)?;
+                }
+                if let Some(entry) = &s.exemption {
+                    writeln!(
+                        out,
+                        "  or, if intended, exempt it (secretscope.yaml exemptions.subjects): {entry}"
+                    )?;
                 }
             }
             writeln!(

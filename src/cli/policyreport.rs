@@ -100,6 +100,13 @@ pub fn cluster_policy_report(subjects: &[SubjectAccess], now: OffsetDateTime) ->
                         Route::Secrets => "secrets".to_string(),
                         Route::Indirect(r) => r.to_string(),
                     }),
+                    // What `secretscope audit` proposes, one sentence per grant.
+                    "fix": s
+                        .grants
+                        .iter()
+                        .map(|g| g.remediation.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" | "),
                 }
             })
         })

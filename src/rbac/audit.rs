@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::evaluate::{evaluate, EvalOptions};
 use super::finding::{Route, RuleRef, Severity, VerbReach};
-use super::model::{RbacObject, Subject};
+use super::model::{PolicyRule, RbacObject, Subject};
+use super::remediation::{remediate, Remediation};
 use super::state::ClusterState;
 
 /// One way a subject holds cluster-wide access.
@@ -23,6 +24,8 @@ pub struct Grant {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reach: Vec<VerbReach>,
     pub via: Vec<RuleRef>,
+    /// The change that removes this grant, as `check` proposes it for the same finding.
+    pub remediation: Remediation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,7 +33,37 @@ pub struct SubjectAccess {
     pub subject: Subject,
     /// Exempt by the policy: reported, never counted as a violation.
     pub exempt: bool,
+    /// For a subject that is not exempt: the `exemptions.subjects` entry that would exempt it, if
+    /// holding this access is intended (the reason is for the operator to write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exemption: Option<String>,
     pub grants: Vec<Grant>,
+}
+
+/// The `exemptions.subjects` line (secretscope.yaml) that exempts `s`, as the policy reads it.
+pub fn exemption_entry(s: &Subject) -> String {
+    let q = |v: &str| serde_json::Value::from(v).to_string();
+    let namespace = s
+        .namespace
+        .as_deref()
+        .map(|n| format!(", namespace: {}", q(n)))
+        .unwrap_or_default();
+    format!(
+        "- {{kind: {}{namespace}, name: {}, reason: \"<why it needs every Secret>\"}}",
+        s.kind,
+        q(&s.name)
+    )
+}
+
+/// A rule of the live state the fix may propose to edit: bootstrap roles are not (the API server
+/// reconciles them back), so their bindings get "bind a role without Secrets access" instead.
+fn editable_rule<'a>(state: &'a ClusterState, r: &RuleRef) -> Option<&'a PolicyRule> {
+    if super::builtin::bootstrap(&r.role).is_some() {
+        return None;
+    }
+    state
+        .cluster_role(&r.role)
+        .and_then(|role| role.rules.get(r.rule.checked_sub(1)?))
 }
 
 impl SubjectAccess {
@@ -64,6 +97,16 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
                         names: Vec::new(),
                         reach: Vec::new(),
                         via: Vec::new(),
+                        remediation: Remediation {
+                            text: format!(
+                                "judge ClusterRoleBinding \"{}\" by hand: secretscope could not \
+                                 ({e}), so it is reported as reaching every Secret",
+                                crb.metadata.name
+                            ),
+                            edits: Vec::new(),
+                            tenancy: None,
+                            definition_edits: Vec::new(),
+                        },
                     });
                 }
                 continue;
@@ -73,6 +116,7 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
             if f.severity == Severity::Info || f.via.is_empty() {
                 continue;
             }
+            let remediation = remediate(&f, |r| editable_rule(state, r));
             for s in &f.subjects {
                 by_subject.entry(s.clone()).or_default().push(Grant {
                     binding: crb.metadata.name.clone(),
@@ -82,6 +126,7 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
                     names: f.names.clone(),
                     reach: f.reach.clone(),
                     via: f.via.clone(),
+                    remediation: remediation.clone(),
                 });
             }
         }
@@ -90,8 +135,10 @@ pub fn audit(state: &ClusterState, policy: &EvalOptions) -> Vec<SubjectAccess> {
         .into_iter()
         .map(|(subject, mut grants)| {
             grants.sort_by(|a, b| (a.route, &a.binding).cmp(&(b.route, &b.binding)));
+            let exempt = policy.subject_exempt(&subject);
             SubjectAccess {
-                exempt: policy.subject_exempt(&subject),
+                exempt,
+                exemption: (!exempt).then(|| exemption_entry(&subject)),
                 subject,
                 grants,
             }
@@ -160,5 +207,30 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reader}
         let installer = &report[1];
         assert!(installer.has_secrets());
         assert_eq!(installer.grants[0].verbs.len(), 8);
+
+        // The fix: a user's role is edited, a bootstrap role is replaced, never edited.
+        let fix = &bob.grants[0].remediation;
+        assert_eq!(fix.edits.len(), 1, "{fix:?}");
+        assert_eq!(fix.edits[0].rule.role, "reader");
+        assert!(fix.text.contains("tenancy.subjects"), "{}", fix.text);
+        let fix = &installer.grants[0].remediation;
+        assert!(
+            fix.edits
+                .iter()
+                .all(|e| matches!(e.fix, crate::rbac::remediation::RuleFix::NeedsHuman { .. })),
+            "{fix:?}"
+        );
+        assert!(
+            fix.text.contains("bind a role without Secrets access"),
+            "{}",
+            fix.text
+        );
+        assert_eq!(report[0].exemption, None);
+        assert_eq!(
+            installer.exemption.as_deref(),
+            Some(
+                r#"- {kind: ServiceAccount, namespace: "tools", name: "installer", reason: "<why it needs every Secret>"}"#
+            )
+        );
     }
 }
