@@ -320,9 +320,16 @@ fn json_output_matches_its_schema() {
     );
     assert_eq!(code, 2);
     let v: Value = serde_json::from_str(&out).expect("json");
+    // A Secrets-only DataActions pattern is removed, not excluded.
     assert!(v["azure"][0]["remediation"]["text"]
         .as_str()
-        .is_some_and(|t| t.contains("NotDataActions")));
+        .is_some_and(|t| t.contains(
+            "remove \"Microsoft.ContainerService/managedClusters/secrets/*\" from DataActions"
+        )));
+    assert_eq!(
+        v["azure"][0]["remediation"]["definition_edits"][0]["op"],
+        "remove"
+    );
     assert!(
         v["errors"].as_array().is_some_and(|e| e.len() == 2),
         "{}",

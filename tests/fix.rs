@@ -236,6 +236,23 @@ subjects: [{kind: User, name: "no"}]
     assert_eq!(code, 1, "resources [\"*\"] cannot be rewritten: {err}");
     assert!(err.contains("0 rules in 0 roles rewritten"), "{err}");
 
+    // An Azure role definition is not rewritten: its edits are listed and the run is not fixed.
+    let azure = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/azure/admin-credential-by-wildcard.json"
+    );
+    let (code, out, err) = run(&["fix", azure], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.contains(r#""Actions": ["Microsoft.ContainerService/managedClusters/*"],"#),
+        "{out}"
+    );
+    assert!(
+        err.contains("0 rules in 0 roles rewritten in 0 files; 1 left for a person")
+            && err.contains(r#"admin-credential-by-wildcard.json: Azure in role "AKS contributor (custom)": add "Microsoft.ContainerService/managedClusters/listClusterAdminCredential/action" to NotActions"#),
+        "{err}"
+    );
+
     let (code, _, err) = run(&["fix", "-"], Some("kind: [\n"));
     assert_eq!(code, 2);
     assert!(err.contains("nothing written"), "{err}");

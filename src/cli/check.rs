@@ -279,7 +279,7 @@ pub fn judge(loaded: &manifest::Loaded, policy: &Policy, builtins: bool) -> Repo
                 Ok(Some(role)) => {
                     azure_roles += 1;
                     if let Some(finding) = evaluate_azure(&role) {
-                        let remediation = remediate_azure(&finding);
+                        let remediation = remediate_azure(&role);
                         report.azure.push(locate(origin, finding, remediation));
                     }
                 }

@@ -2,7 +2,8 @@
 //! rule loses `secrets` (split when other API groups share it; every non-Secrets permission
 //! kept), documents without such a rule are copied byte for byte, and the `tenancy:` snippet that
 //! grants the same verbs in tenancy namespaces only is printed. Rules that RBAC cannot express
-//! "minus Secrets" (`resources: ["*"]`) and built-in roles are left and listed for a person.
+//! "minus Secrets" (`resources: ["*"]`), built-in roles and Azure role definitions (their edits
+//! are in the list) are left and listed for a person.
 //! Exit codes: 0 every Secrets denial rewritten, 1 some need a person, 2 input errors.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,6 +98,17 @@ fn plan(report: &super::check::Report) -> Plan {
             p.verbs
                 .extend(t.verbs.iter().filter_map(|v| SecretsVerb::parse(v)));
         }
+    }
+    // Role definitions are JSON the user keeps elsewhere (az role definition update): the
+    // edits are listed, not applied, and the run does not count as fixed.
+    for l in report
+        .azure
+        .iter()
+        .filter(|l| l.finding.severity == Severity::Deny)
+    {
+        // The text names the role ("in role \"...\": ...").
+        p.manual
+            .insert(format!("{}: Azure {}", l.file, l.remediation.text));
     }
     p
 }

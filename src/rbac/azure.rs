@@ -74,6 +74,48 @@ pub struct RoleDefinition {
     pub permissions: Vec<Permission>,
     #[serde(flatten)]
     pub top_level: Permission,
+    /// Keys spelled as in the REST shape (`notDataActions`), so edits name fields as written.
+    #[serde(skip)]
+    pub camel_case: bool,
+}
+
+/// A list field of a permission block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListField {
+    Actions,
+    NotActions,
+    DataActions,
+    NotDataActions,
+}
+
+impl ListField {
+    fn key(self, camel_case: bool) -> &'static str {
+        match (self, camel_case) {
+            (Self::Actions, false) => "Actions",
+            (Self::Actions, true) => "actions",
+            (Self::NotActions, false) => "NotActions",
+            (Self::NotActions, true) => "notActions",
+            (Self::DataActions, false) => "DataActions",
+            (Self::DataActions, true) => "dataActions",
+            (Self::NotDataActions, false) => "NotDataActions",
+            (Self::NotDataActions, true) => "notDataActions",
+        }
+    }
+}
+
+/// Where a permission block is: the top level of a definition file, or `permissions[i]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    TopLevel,
+    Permissions(usize),
+}
+
+/// The patterns of one block's allow list that grant some of the asked actions there (not
+/// excluded by that block's deny list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockGrant<'r> {
+    pub block: Block,
+    pub patterns: Vec<&'r str>,
 }
 
 impl RoleDefinition {
@@ -133,9 +175,88 @@ impl RoleDefinition {
                 }
             }
         }
+        let camel_case = [
+            "actions",
+            "notActions",
+            "dataActions",
+            "notDataActions",
+            "assignableScopes",
+            "permissions",
+        ]
+        .iter()
+        .any(|k| obj.contains_key(*k));
         serde_path_to_error::deserialize(v)
-            .map(Some)
+            .map(|role: Self| Some(Self { camel_case, ..role }))
             .map_err(|e| format!("invalid Azure role definition: {}: {}", e.path(), e.inner()))
+    }
+
+    /// The path of a list field as the definition spells it: `NotActions`,
+    /// `permissions[0].notDataActions`.
+    pub fn field_path(&self, block: Block, field: ListField) -> String {
+        let key = field.key(self.camel_case);
+        match block {
+            Block::TopLevel => key.to_string(),
+            Block::Permissions(i) => {
+                let permissions = if self.camel_case {
+                    "permissions"
+                } else {
+                    "Permissions"
+                };
+                format!("{permissions}[{i}].{key}")
+            }
+        }
+    }
+
+    fn indexed_blocks(&self) -> impl Iterator<Item = (Block, &Permission)> {
+        std::iter::once((Block::TopLevel, &self.top_level)).chain(
+            self.permissions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (Block::Permissions(i), p)),
+        )
+    }
+
+    /// Per block, every `DataActions` pattern that grants one of `actions` there: all of them
+    /// must go for the grant to go (blocks add up).
+    pub fn data_grants(&self, actions: &[&str]) -> Vec<BlockGrant<'_>> {
+        self.grants_in_blocks(actions, |p| (&p.data_actions, &p.not_data_actions))
+    }
+
+    /// Per block, every `Actions` pattern that grants one of `actions` there.
+    pub fn action_grants(&self, actions: &[&str]) -> Vec<BlockGrant<'_>> {
+        self.grants_in_blocks(actions, |p| (&p.actions, &p.not_actions))
+    }
+
+    fn grants_in_blocks<'r>(
+        &'r self,
+        actions: &[&str],
+        lists: impl Fn(&'r Permission) -> (&'r Vec<String>, &'r Vec<String>),
+    ) -> Vec<BlockGrant<'r>> {
+        self.indexed_blocks()
+            .filter_map(|(block, p)| {
+                let (allow, deny) = lists(p);
+                let granted: Vec<&str> = actions
+                    .iter()
+                    .copied()
+                    .filter(|a| !deny.iter().any(|d| action_matches(d, a)))
+                    .collect();
+                let patterns: Vec<&str> = allow
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|pattern| granted.iter().any(|a| action_matches(pattern, a)))
+                    .collect();
+                (!patterns.is_empty()).then_some(BlockGrant { block, patterns })
+            })
+            .collect()
+    }
+
+    /// Assignable scopes of one namespace.
+    pub fn namespace_scopes(&self) -> Vec<&str> {
+        self.assignable_scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| is_namespace_scope(s))
+            .collect()
     }
 
     /// The human name: `roleName` when there is one, else `Name`/`name`.
@@ -195,6 +316,36 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
         }
     }
     remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+/// Every Secrets data action, for a `NotDataActions` entry.
+pub const SECRETS_WILDCARD: &str = "Microsoft.ContainerService/managedClusters/secrets/*";
+
+/// Whether a `DataActions` pattern matches Secrets actions only, so removing it loses nothing
+/// else.
+pub fn secrets_only(pattern: &str) -> bool {
+    pattern
+        .to_ascii_lowercase()
+        .starts_with("microsoft.containerservice/managedclusters/secrets/")
+}
+
+/// The shape of a namespace scope below `scope`, with placeholders for what it leaves open.
+pub fn namespace_scope_below(scope: &str) -> String {
+    const CLUSTER: &str = "providers/Microsoft.ContainerService/managedClusters/<cluster>";
+    let s = scope.trim_end_matches('/');
+    let lower = s.to_ascii_lowercase();
+    if lower.contains("/managedclusters/") {
+        format!("{s}/namespaces/<namespace>")
+    } else if lower.contains("/resourcegroups/") {
+        format!("{s}/{CLUSTER}/namespaces/<namespace>")
+    } else if lower.starts_with("/subscriptions/") && !lower.contains("/providers/") {
+        format!("{s}/resourceGroups/<group>/{CLUSTER}/namespaces/<namespace>")
+    } else {
+        // The root or a management group: a namespace lives in one subscription's cluster.
+        format!(
+            "/subscriptions/<subscription>/resourceGroups/<group>/{CLUSTER}/namespaces/<namespace>"
+        )
+    }
 }
 
 /// `.../managedClusters/<cluster>/namespaces/<name>`.

@@ -7,7 +7,10 @@
 
 use serde::Serialize;
 
-use super::azure::AzureFinding;
+use super::azure::{
+    namespace_scope_below, secrets_only, Block, ListField, RoleDefinition, ADMIN_CREDENTIAL_ACTION,
+    SECRETS_ACTIONS, SECRETS_WILDCARD,
+};
 use super::finding::{describe_subjects, Finding, Route, RuleRef, Scope};
 use super::model::{PolicyRule, Subject};
 use super::rule::{api_group_matches, resource_matches, verb_matches};
@@ -114,6 +117,9 @@ pub struct Remediation {
     pub edits: Vec<RuleEdit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenancy: Option<TenancyGrant>,
+    /// Azure role definitions: the list edits that end the finding, applied together.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub definition_edits: Vec<DefinitionEdit>,
 }
 
 /// The remediation of an RBAC finding. `rule_of` returns a rule of the given inputs (built-in
@@ -132,11 +138,13 @@ pub fn remediate<'a>(
             ),
             edits: Vec::new(),
             tenancy: None,
+            definition_edits: Vec::new(),
         },
         (_, Scope::Namespace) => Remediation {
             text: "nothing to change: the grant holds in one namespace only".into(),
             edits: Vec::new(),
             tenancy: None,
+            definition_edits: Vec::new(),
         },
         (Route::Indirect(route), _) => Remediation {
             text: format!(
@@ -147,6 +155,7 @@ pub fn remediate<'a>(
             ),
             edits: Vec::new(),
             tenancy: None,
+            definition_edits: Vec::new(),
         },
         (Route::Secrets, scope) => {
             let edits: Vec<RuleEdit> = f
@@ -209,23 +218,199 @@ pub fn remediate<'a>(
                 text,
                 edits,
                 tenancy,
+                definition_edits: Vec::new(),
             }
         }
     }
 }
 
-/// Azure: exclude the Secrets actions from the role, or assign it per namespace.
-pub fn remediate_azure(f: &AzureFinding) -> Remediation {
+/// Whether an Azure role definition edit adds a value to a list field or removes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditOp {
+    Add,
+    Remove,
+}
+
+/// One change to an Azure role definition: add `value` to, or remove it from, the list at
+/// `field` (a path inside the definition, as it spells its keys: `NotActions`,
+/// `permissions[0].notDataActions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefinitionEdit {
+    pub op: EditOp,
+    pub field: String,
+    pub value: String,
+}
+
+impl DefinitionEdit {
+    fn new(op: EditOp, role: &RoleDefinition, block: Block, field: ListField, value: &str) -> Self {
+        Self {
+            op,
+            field: role.field_path(block, field),
+            value: value.to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.op {
+            EditOp::Add => format!("add \"{}\" to {}", self.value, self.field),
+            EditOp::Remove => format!("remove \"{}\" from {}", self.value, self.field),
+        }
+    }
+}
+
+/// Azure: per case, the edit of the definition that ends its Secrets access. The admin
+/// credential goes from `Actions` (the action itself removed, a wildcard kept with the action in
+/// `NotActions`); Secrets data actions go from every block that grants them (a Secrets-only
+/// pattern removed, a wider one kept with the Secrets actions in `NotDataActions`), or stay with
+/// the role assignable per namespace only. A namespace-only role needs no change.
+pub fn remediate_azure(role: &RoleDefinition) -> Remediation {
+    let name = super::text::clip(role.display_name(), super::text::SHOWN_CHARS);
+    let mut edits = Vec::new();
+    let mut parts = Vec::new();
+    let admin = role.action_grants(&[ADMIN_CREDENTIAL_ACTION]);
+    for g in &admin {
+        let exact = g
+            .patterns
+            .iter()
+            .all(|p| p.eq_ignore_ascii_case(ADMIN_CREDENTIAL_ACTION));
+        if exact {
+            edits.extend(g.patterns.iter().map(|p| {
+                DefinitionEdit::new(EditOp::Remove, role, g.block, ListField::Actions, p)
+            }));
+        } else {
+            edits.push(DefinitionEdit::new(
+                EditOp::Add,
+                role,
+                g.block,
+                ListField::NotActions,
+                ADMIN_CREDENTIAL_ACTION,
+            ));
+        }
+    }
+    if !admin.is_empty() {
+        let wildcards: Vec<&str> = admin
+            .iter()
+            .flat_map(|g| g.patterns.iter().copied())
+            .filter(|p| !p.eq_ignore_ascii_case(ADMIN_CREDENTIAL_ACTION))
+            .collect();
+        let includes = if wildcards.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "Actions pattern {} includes it and ",
+                super::text::quoted_list(wildcards)
+            )
+        };
+        parts.push(format!(
+            "{} ({includes}it hands out the cluster-admin kubeconfig, which bypasses Azure RBAC); \
+             whoever needs a kubeconfig gets one through listClusterUserCredential/action, which \
+             Azure RBAC authorizes",
+            join_edits(&edits),
+        ));
+    }
+    let wide = role.cluster_wide_scopes();
+    let secrets: Vec<&str> = SECRETS_ACTIONS.iter().map(|(_, a)| *a).collect();
+    // Namespace-only data grants are what the finding allows: left as they are.
+    let data = if wide.is_empty() {
+        Vec::new()
+    } else {
+        role.data_grants(&secrets)
+    };
+    let before = edits.len();
+    for g in &data {
+        if g.patterns.iter().all(|p| secrets_only(p)) {
+            edits.extend(g.patterns.iter().map(|p| {
+                DefinitionEdit::new(EditOp::Remove, role, g.block, ListField::DataActions, p)
+            }));
+        } else {
+            edits.push(DefinitionEdit::new(
+                EditOp::Add,
+                role,
+                g.block,
+                ListField::NotDataActions,
+                SECRETS_WILDCARD,
+            ));
+        }
+    }
+    if !data.is_empty() {
+        let below: Vec<String> = wide.iter().map(|s| namespace_scope_below(s)).collect();
+        parts.push(format!(
+            "{}; or, to keep Secrets access where it is needed, replace AssignableScopes {} with \
+             one namespace scope per namespace that needs it ({})",
+            join_edits(&edits[before..]),
+            super::text::quoted_list(wide.iter().copied()),
+            super::text::quoted_list(below.iter().map(String::as_str))
+        ));
+    }
+    let text = if parts.is_empty() {
+        format!(
+            "nothing to change: role \"{name}\" can be assigned only at namespace scope ({}), \
+             where an assignment reaches that namespace's Secrets only",
+            super::text::quoted_list(role.namespace_scopes().into_iter())
+        )
+    } else {
+        format!("in role \"{name}\": {}", parts.join("; and "))
+    };
     Remediation {
-        text: format!(
-            "add \"Microsoft.ContainerService/managedClusters/secrets/*\" to the NotDataActions of \
-             role \"{}\" (and take listClusterAdminCredential out of its Actions if it is there), \
-             or make its AssignableScopes namespaces (.../managedClusters/<c>/namespaces/<ns>)",
-            super::text::clip(&f.role, super::text::SHOWN_CHARS)
-        ),
+        text,
         edits: Vec::new(),
         tenancy: None,
+        definition_edits: edits,
     }
+}
+
+impl DefinitionEdit {
+    /// Applies the edit to a role definition document (inside `properties` when it has one);
+    /// an error names a field that is not a list where the edit expects one.
+    pub fn apply(&self, doc: &mut serde_json::Value) -> Result<(), String> {
+        use serde_json::Value;
+        let doc = match doc {
+            Value::Object(o) if o.contains_key("properties") => &mut o["properties"],
+            other => other,
+        };
+        let (block, key) = match self.field.split_once('.') {
+            Some((block, key)) => (Some(block), key),
+            None => (None, self.field.as_str()),
+        };
+        let target = match block {
+            None => doc,
+            Some(block) => {
+                let (name, index) = block
+                    .strip_suffix(']')
+                    .and_then(|b| b.split_once('['))
+                    .ok_or_else(|| format!("{}: not a field path", self.field))?;
+                let index: usize = index
+                    .parse()
+                    .map_err(|_| format!("{}: not a field path", self.field))?;
+                doc.get_mut(name)
+                    .and_then(|b| b.get_mut(index))
+                    .ok_or_else(|| format!("{}: no such permission block", self.field))?
+            }
+        };
+        let Value::Object(fields) = target else {
+            return Err(format!("{}: the block is not an object", self.field));
+        };
+        let Value::Array(list) = fields
+            .entry(key)
+            .or_insert_with(|| Value::Array(Vec::new()))
+        else {
+            return Err(format!("{}: not a list", self.field));
+        };
+        match self.op {
+            EditOp::Add => list.push(Value::from(self.value.as_str())),
+            EditOp::Remove => list.retain(|v| v.as_str() != Some(self.value.as_str())),
+        }
+        Ok(())
+    }
+}
+
+fn join_edits(edits: &[DefinitionEdit]) -> String {
+    edits
+        .iter()
+        .map(DefinitionEdit::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe_rules(via: &[RuleRef]) -> String {
@@ -316,6 +501,106 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each Azure case gets its own edit, and the edits, applied, end the finding.
+    #[test]
+    fn azure_edits_per_case_end_the_finding() {
+        use crate::rbac::azure::evaluate_azure;
+        const C: &str = "/subscriptions/0/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks";
+        const MC: &str = "Microsoft.ContainerService/managedClusters";
+        let fixed = |doc: &serde_json::Value| {
+            let role = RoleDefinition::from_value(doc).unwrap().unwrap();
+            let r = remediate_azure(&role);
+            let mut after = doc.clone();
+            for e in &r.definition_edits {
+                e.apply(&mut after).unwrap();
+            }
+            let role = RoleDefinition::from_value(&after).unwrap().unwrap();
+            (r, evaluate_azure(&role).map(|f| f.severity))
+        };
+        let edit = |op, field: &str, value: &str| DefinitionEdit {
+            op,
+            field: field.into(),
+            value: value.into(),
+        };
+        // Two blocks grant Secrets read: both must change, each in its own way.
+        let rest = serde_json::json!({"properties": {"roleName": "two blocks", "assignableScopes": [C],
+            "permissions": [{"dataActions": [format!("{MC}/*")]},
+                            {"dataActions": [format!("{MC}/secrets/read"), format!("{MC}/pods/read")]}]}});
+        let (r, after) = fixed(&rest);
+        assert_eq!(
+            r.definition_edits,
+            vec![
+                edit(
+                    EditOp::Add,
+                    "permissions[0].notDataActions",
+                    SECRETS_WILDCARD
+                ),
+                edit(
+                    EditOp::Remove,
+                    "permissions[1].dataActions",
+                    &format!("{MC}/secrets/read")
+                ),
+            ]
+        );
+        assert_eq!(after, None, "{}", r.text);
+        // A Secrets-only pattern beside a wider one: only the exclusion removes both.
+        let mixed = serde_json::json!({"Name": "m", "AssignableScopes": [C],
+            "DataActions": [format!("{MC}/secrets/*"), "*"]});
+        let (r, after) = fixed(&mixed);
+        assert_eq!(
+            r.definition_edits,
+            vec![edit(EditOp::Add, "NotDataActions", SECRETS_WILDCARD)]
+        );
+        assert_eq!(after, None);
+        // The admin credential and Secrets data actions: both fixed, the credential first.
+        let both = serde_json::json!({"Name": "both", "AssignableScopes": ["/"],
+            "Actions": [ADMIN_CREDENTIAL_ACTION.to_lowercase()], "DataActions": [format!("{MC}/*/read")]});
+        let (r, after) = fixed(&both);
+        assert_eq!(
+            r.definition_edits,
+            vec![
+                edit(
+                    EditOp::Remove,
+                    "Actions",
+                    &ADMIN_CREDENTIAL_ACTION.to_lowercase()
+                ),
+                edit(EditOp::Add, "NotDataActions", SECRETS_WILDCARD),
+            ]
+        );
+        assert_eq!(after, None);
+        assert!(
+            r.text.contains("; and add \"Microsoft.ContainerService/managedClusters/secrets/*\" to NotDataActions")
+                && r.text.contains("/subscriptions/<subscription>/resourceGroups/<group>/providers/Microsoft.ContainerService/managedClusters/<cluster>/namespaces/<namespace>"),
+            "{}",
+            r.text
+        );
+        // Namespace scope: the credential goes, the namespace's Secrets stay (info).
+        let ns = serde_json::json!({"Name": "ns", "AssignableScopes": [format!("{C}/namespaces/az-a")],
+            "Actions": [format!("{MC}/list*")], "DataActions": [format!("{MC}/secrets/read")]});
+        let (r, after) = fixed(&ns);
+        assert_eq!(
+            r.definition_edits,
+            vec![edit(EditOp::Add, "NotActions", ADMIN_CREDENTIAL_ACTION)]
+        );
+        assert_eq!(after, Some(crate::rbac::Severity::Info));
+        assert!(!r.text.contains("NotDataActions"), "{}", r.text);
+        let (r, _) = fixed(
+            &serde_json::json!({"Name": "ns", "AssignableScopes": [format!("{C}/namespaces/az-a")],
+            "DataActions": [format!("{MC}/secrets/read")]}),
+        );
+        assert!(r.definition_edits.is_empty());
+        assert!(r.text.starts_with("nothing to change: role \"ns\" can be assigned only at namespace scope (\"/subscriptions/0/"), "{}", r.text);
+        // A bad path or a field that is not a list is an error, not a panic.
+        let mut doc = serde_json::json!({"Actions": "x"});
+        assert!(edit(EditOp::Add, "Actions", "y").apply(&mut doc).is_err());
+        assert!(edit(EditOp::Add, "permissions[x].actions", "y")
+            .apply(&mut doc)
+            .is_err());
+        assert!(edit(EditOp::Add, "permissions[3].actions", "y")
+            .apply(&mut doc)
+            .is_err());
     }
 
     #[test]
