@@ -74,11 +74,7 @@ fn every_azure_example_gets_the_remediation_of_its_case() {
         "every example with a finding has its remediation here"
     );
     for (file, text, edits) in remediations() {
-        let out = common::bin()
-            .current_dir(&dir)
-            .args(["check", "--show-info", file])
-            .output()
-            .expect("check");
+        let out = check(&dir, &["--show-info", file]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let fix = format!("\n      fix: {text}\n");
         assert!(
@@ -86,11 +82,7 @@ fn every_azure_example_gets_the_remediation_of_its_case() {
             "{file}: expected\n{fix}\nin\n{stdout}"
         );
 
-        let out = common::bin()
-            .current_dir(&dir)
-            .args(["check", "--show-info", "--format", "json", file])
-            .output()
-            .expect("check");
+        let out = check(&dir, &["--show-info", "--format", "json", file]);
         let report: Value = serde_json::from_slice(&out.stdout).expect("json");
         let remediation = &report["azure"][0]["remediation"];
         assert_eq!(remediation["text"], text.as_str(), "{file}");
@@ -104,13 +96,12 @@ fn every_azure_example_gets_the_remediation_of_its_case() {
             apply(&mut edited, e);
         }
         assert_ne!(edited, original, "{file}");
-        let path = tmp.path().join(file);
-        std::fs::write(&path, serde_json::to_vec_pretty(&edited).expect("json")).expect("write");
-        let out = common::bin()
-            .args(["check", "--show-info"])
-            .arg(&path)
-            .output()
-            .expect("check");
+        std::fs::write(
+            tmp.path().join(file),
+            serde_json::to_vec_pretty(&edited).expect("json"),
+        )
+        .expect("write");
+        let out = check(tmp.path(), &["--show-info", file]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             out.status.code(),
@@ -122,6 +113,16 @@ fn every_azure_example_gets_the_remediation_of_its_case() {
             "{file} with its edits:\n{stdout}"
         );
     }
+}
+
+/// `secretscope check ARGS` run in `dir`.
+fn check(dir: &Path, args: &[&str]) -> std::process::Output {
+    common::bin()
+        .current_dir(dir)
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("check")
 }
 
 /// The edit as a person makes it in the definition file (top-level fields here).
@@ -203,11 +204,7 @@ fn every_azure_example_gets_its_documented_verdict() {
             readme.contains(&format!("`{file}`")),
             "{file} is not in the README table"
         );
-        let out = common::bin()
-            .current_dir(&dir)
-            .args(["check", "--show-info", file])
-            .output()
-            .expect("check");
+        let out = check(&dir, &["--show-info", file]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(*code), "{file}:\n{stdout}");
         assert!(

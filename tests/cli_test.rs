@@ -131,3 +131,42 @@ fn version_completions_and_man_pages() {
     assert!(check.contains("fail\\-on"), "{check}");
     assert!(dir.path().join("secretscope-fix.1").exists());
 }
+
+/// The README's `secretscope check` section shows real output: each `$ command` block there is
+/// what the binary prints for it now (stdout; `fix` also its stderr summary and tenancy snippet).
+#[test]
+fn readme_shows_real_output() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let commands: [&[&str]; 4] = [
+        &["check", "examples/fix/portal-api.yaml"],
+        &["check", "examples/azure/admin-credential-by-wildcard.json"],
+        &["fix", "examples/fix/portal-api.yaml"],
+        &["test", "examples/test"],
+    ];
+    for args in commands {
+        let (_, out, err) = run(args, None);
+        let block = format!("$ secretscope {}\n{out}```\n", args.join(" "));
+        assert!(readme.contains(&block), "README lacks, exactly:\n{block}");
+        if args[0] == "fix" {
+            let block = format!("```\n{err}```\n");
+            assert!(readme.contains(&block), "README lacks, exactly:\n{block}");
+        }
+    }
+    let (_, out, _) = run(
+        &["check", "--format", "json", "examples/fix/portal-api.yaml"],
+        None,
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let edit = &report["findings"][1]["remediation"]["edits"][0];
+    let shown = serde_json::json!({"role": edit["role"], "rule": edit["rule"],
+        "action": edit["action"], "rules": edit["rules"]});
+    // The line after the README's `jq` command, compared as JSON (jq keeps its key order).
+    let printed = readme
+        .lines()
+        .skip_while(|l| !l.contains("jq -c '.findings[1].remediation.edits[0]"))
+        .nth(1)
+        .expect("the jq example");
+    let printed: serde_json::Value = serde_json::from_str(printed).expect("jq output is JSON");
+    assert_eq!(printed, shown);
+}

@@ -8,8 +8,8 @@
 use serde::Serialize;
 
 use super::azure::{
-    namespace_scope_below, secrets_only, Block, ListField, RoleDefinition, ADMIN_CREDENTIAL_ACTION,
-    SECRETS_ACTIONS, SECRETS_WILDCARD,
+    namespace_scope_below, secrets_only, Block, BlockGrant, ListField, RoleDefinition,
+    ADMIN_CREDENTIAL_ACTION, SECRETS_ACTIONS, SECRETS_WILDCARD,
 };
 use super::finding::{describe_subjects, Finding, Route, RuleRef, Scope};
 use super::model::{PolicyRule, Subject};
@@ -269,25 +269,13 @@ pub fn remediate_azure(role: &RoleDefinition) -> Remediation {
     let mut edits = Vec::new();
     let mut parts = Vec::new();
     let admin = role.action_grants(&[ADMIN_CREDENTIAL_ACTION]);
-    for g in &admin {
-        let exact = g
-            .patterns
-            .iter()
-            .all(|p| p.eq_ignore_ascii_case(ADMIN_CREDENTIAL_ACTION));
-        if exact {
-            edits.extend(g.patterns.iter().map(|p| {
-                DefinitionEdit::new(EditOp::Remove, role, g.block, ListField::Actions, p)
-            }));
-        } else {
-            edits.push(DefinitionEdit::new(
-                EditOp::Add,
-                role,
-                g.block,
-                ListField::NotActions,
-                ADMIN_CREDENTIAL_ACTION,
-            ));
-        }
-    }
+    edits.extend(end_grants(
+        role,
+        &admin,
+        |p| p.eq_ignore_ascii_case(ADMIN_CREDENTIAL_ACTION),
+        (ListField::Actions, ListField::NotActions),
+        ADMIN_CREDENTIAL_ACTION,
+    ));
     if !admin.is_empty() {
         let wildcards: Vec<&str> = admin
             .iter()
@@ -318,21 +306,13 @@ pub fn remediate_azure(role: &RoleDefinition) -> Remediation {
         role.data_grants(&secrets)
     };
     let before = edits.len();
-    for g in &data {
-        if g.patterns.iter().all(|p| secrets_only(p)) {
-            edits.extend(g.patterns.iter().map(|p| {
-                DefinitionEdit::new(EditOp::Remove, role, g.block, ListField::DataActions, p)
-            }));
-        } else {
-            edits.push(DefinitionEdit::new(
-                EditOp::Add,
-                role,
-                g.block,
-                ListField::NotDataActions,
-                SECRETS_WILDCARD,
-            ));
-        }
-    }
+    edits.extend(end_grants(
+        role,
+        &data,
+        secrets_only,
+        (ListField::DataActions, ListField::NotDataActions),
+        SECRETS_WILDCARD,
+    ));
     if !data.is_empty() {
         let below: Vec<String> = wide.iter().map(|s| namespace_scope_below(s)).collect();
         parts.push(format!(
@@ -403,6 +383,37 @@ impl DefinitionEdit {
         }
         Ok(())
     }
+}
+
+/// The edits that end `grants`: in a block whose granting patterns are all `narrow` (they grant
+/// nothing else) they are removed from the allow list; a block with a wider pattern keeps it and
+/// gets `exclude` in its deny list, so everything else the wildcard grants stays.
+fn end_grants(
+    role: &RoleDefinition,
+    grants: &[BlockGrant<'_>],
+    narrow: impl Fn(&str) -> bool,
+    (allow, deny): (ListField, ListField),
+    exclude: &str,
+) -> Vec<DefinitionEdit> {
+    let mut edits = Vec::new();
+    for g in grants {
+        if g.patterns.iter().all(|p| narrow(p)) {
+            edits.extend(
+                g.patterns
+                    .iter()
+                    .map(|p| DefinitionEdit::new(EditOp::Remove, role, g.block, allow, p)),
+            );
+        } else {
+            edits.push(DefinitionEdit::new(
+                EditOp::Add,
+                role,
+                g.block,
+                deny,
+                exclude,
+            ));
+        }
+    }
+    edits
 }
 
 fn join_edits(edits: &[DefinitionEdit]) -> String {
