@@ -39,13 +39,24 @@ pub fn review_body(name: &str, rules: usize, managed_fields: usize) -> Vec<u8> {
                      "labels": {"app.kubernetes.io/name": name}, "managedFields": managed},
         "rules": rules
     });
+    envelope(
+        "ClusterRole",
+        name,
+        json!({"username": "system:serviceaccount:argocd:argocd-application-controller"}),
+        object,
+    )
+}
+
+/// An AdmissionReview CREATE request of `object` (`kind`, rbac.authorization.k8s.io/v1) by `user`,
+/// as the API server sends it.
+fn envelope(kind: &str, name: &str, user: Value, object: Value) -> Vec<u8> {
+    let resource = format!("{}s", kind.to_lowercase());
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-                    "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRole"},
-                    "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles"},
-                    "name": name, "operation": "CREATE",
-                    "userInfo": {"username": "system:serviceaccount:argocd:argocd-application-controller"},
+                    "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": kind},
+                    "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": resource},
+                    "name": name, "operation": "CREATE", "userInfo": user,
                     "object": object, "oldObject": null, "dryRun": false}
     }))
     .unwrap_or_default()
@@ -109,16 +120,33 @@ pub fn platform_manifests(n: usize) -> String {
 
 /// A review of a ClusterRole with `labels` and one Secrets rule.
 pub fn role_review(name: &str, labels: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-                    "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRole"},
-                    "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterroles"},
-                    "name": name, "operation": "CREATE", "userInfo": {"username": "admin"},
-                    "object": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                               "metadata": {"name": name, "labels": labels},
-                               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
-                    "oldObject": null, "dryRun": false}
-    }))
-    .unwrap_or_default()
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                        "metadata": {"name": name, "labels": labels},
+                        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]});
+    envelope("ClusterRole", name, json!({"username": "admin"}), object)
+}
+
+/// A review of a ClusterRoleBinding of `role` to a ServiceAccount, with realistic metadata (~1 KB).
+pub fn binding_review(name: &str, role: &str) -> Vec<u8> {
+    let object = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                        "metadata": {"name": name, "uid": "0b6a5ba2-36d3-4d6c-9a3b-5b8b35c7ad10",
+                                     "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "Helm"},
+                                     "annotations": {"meta.helm.sh/release-name": name, "meta.helm.sh/release-namespace": name}},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": name}]});
+    let user = json!({"username": "system:serviceaccount:argocd:argocd-application-controller",
+                      "groups": ["system:serviceaccounts", "system:serviceaccounts:argocd", "system:authenticated"]});
+    envelope("ClusterRoleBinding", name, user, object)
+}
+
+/// The three bodies of issue 11's table: label and body.
+pub fn load_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("1.5 KB ClusterRole", review_body("ingress-nginx", 6, 1)),
+        ("20 KB ClusterRole", review_body("ingress-nginx", 60, 25)),
+        (
+            "ClusterRoleBinding",
+            binding_review("metrics-reader", "view"),
+        ),
+    ]
 }

@@ -1,0 +1,85 @@
+//! The ceilings secretscope is measured against, on its own stack (hyper-util's auto builder over
+//! tokio-rustls, the same serving `ServerConfig` and ALPN, `TCP_NODELAY` through the webhook's own
+//! accept): "echo" reads the body and answers a fixed AdmissionReview response; "parse" also
+//! parses the body into a `serde_json::Value` first, the least a JSON webhook can do.
+
+#![allow(dead_code)] // each bench uses part of it
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio_rustls::TlsAcceptor;
+
+pub const RESPONSE: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true}}"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceiling {
+    Echo,
+    Parse,
+}
+
+impl Ceiling {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "echo" => Some(Self::Echo),
+            "parse" => Some(Self::Parse),
+            _ => None,
+        }
+    }
+}
+
+async fn answer(
+    kind: Ceiling,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    if kind == Ceiling::Parse {
+        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).ok());
+    }
+    let mut resp = Response::new(Full::new(Bytes::from_static(RESPONSE)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// Serves `kind` on 127.0.0.1 (any port) until killed; announces `{"addr":"..."}` on stderr as
+/// secretscope's JSON log does, so one reader finds both.
+pub fn serve(kind: Ceiling, cert: &str, key: &str) -> anyhow::Result<()> {
+    let files = secretscope::server::tls::TlsFiles {
+        cert: cert.into(),
+        key: key.into(),
+        client_ca: None,
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(files.load()?));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        eprintln!("{{\"addr\":\"{}\"}}", listener.local_addr()?);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        loop {
+            let Ok((tcp, _)) = secretscope::server::conn::accept(&listener).await else {
+                continue;
+            };
+            let (acceptor, builder) = (acceptor.clone(), builder.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| answer(kind, req));
+                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    })
+}

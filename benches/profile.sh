@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Instructions per review of the release binary under callgrind (stable on a shared machine):
+# serves the bench bodies in standalone mode over the corpus state, warms up, zeroes the counters,
+# sends N reviews of one body with oha, dumps, and prints instructions per review and the top
+# functions (inclusive and self).
+#
+#   benches/profile.sh [BODY_INDEX (0: 1.5 KB ClusterRole, 1: 20 KB, 2: ClusterRoleBinding)] [N] [h2|h1]
+#
+# Needs valgrind, a release build (BIN=...), oha (OHA=..., default target/tools/bin/oha) and the
+# bench bodies (written by `cargo bench --bench load -- --write-bodies DIR`, BODIES=DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+idx=${1:-0}
+n=${2:-2000}
+proto=${3:-h2}
+bin=${BIN:-target/release/secretscope}
+oha=${OHA:-target/tools/bin/oha}
+bodies=${BODIES:-target/bench-bodies}
+out=${OUT:-target/callgrind}
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'kill "$vg" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+"$bin" certs --out "$tmp" --dns localhost --ip 127.0.0.1 >/dev/null
+state=()
+for p in ../shared/corpus/rbac examples/state; do [ -e "$p" ] && state+=(--state "$p"); done
+tag=$(basename "$bin")-body$idx-$proto
+valgrind --tool=callgrind --callgrind-out-file="$out/$tag.%p" \
+  "$bin" serve --standalone "${state[@]}" --listen 127.0.0.1:0 --log-format json \
+  --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key" 2>"$tmp/log" &
+vg=$!
+for _ in $(seq 1 600); do
+  port=$(grep -o '"addr":"[^"]*"' "$tmp/log" 2>/dev/null | head -1 | sed 's/.*:\([0-9]*\)"/\1/') || true
+  [ -n "$port" ] && break
+  sleep 0.2
+done
+[ -n "$port" ] || { cat "$tmp/log"; exit 1; }
+args=(--no-tui --insecure -m POST -T application/json -D "$bodies/body-$idx.json")
+if [ "$proto" = h2 ]; then args+=(--http2 -c 1 -p 64); else args+=(--http-version 1.1 -c 64); fi
+url="https://localhost:$port/validate"
+"$oha" "${args[@]}" -n 300 "$url" >/dev/null
+callgrind_control -z "$vg" >/dev/null
+"$oha" "${args[@]}" -n "$n" "$url" >"$tmp/oha.txt"
+grep -E "Success rate|Requests/sec" "$tmp/oha.txt" || true
+callgrind_control -d "$vg" >/dev/null
+# The dump is all we need: no final dump at exit.
+kill -KILL "$vg"; wait "$vg" 2>/dev/null || true
+file="$out/$tag.$vg.1"
+total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+echo "$file: $total instructions for $n reviews = $((total / n)) per review"
+callgrind_annotate --inclusive=yes "$file" 2>/dev/null | sed -n '/file:function/,$p' | head -45 >"$file.inclusive.txt"
+callgrind_annotate "$file" 2>/dev/null | sed -n '/file:function/,$p' | head -45 >"$file.self.txt"
+echo "top (inclusive): $file.inclusive.txt; top (self): $file.self.txt"
