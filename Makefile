@@ -5,7 +5,7 @@ BIN_DEBUG := target/debug/secretscope
 BIN_RELEASE := target/release/secretscope
 LISTEN ?= 127.0.0.1:8443
 
-.PHONY: all build release run test lint fmt bench bench-apiserver certs clean fuzz-smoke controlplane
+.PHONY: all build release run test lint fmt bench bench-apiserver bench-load certs clean fuzz-smoke controlplane
 
 all: build
 
@@ -56,6 +56,16 @@ bench:
 # and an equivalent CEL ValidatingAdmissionPolicy (benches/apiserver.rs); builds the control plane.
 bench-apiserver: controlplane
 	$(CARGO) bench --locked --bench apiserver
+
+# The release binary against the echo and parse ceilings (benches/load.rs), driven by oha, which is
+# installed from crates.io under target/tools the first time. LOAD_ARGS e.g. `--seconds 3 --rounds 3`.
+OHA := target/tools/bin/oha
+LOAD_ARGS ?= --seconds 3 --rounds 3 --rate 2000
+$(OHA):
+	$(CARGO) install --locked oha --root target/tools
+
+bench-load: $(OHA) release
+	OHA=$(OHA) $(CARGO) bench --locked --bench load -- $(LOAD_ARGS)
 
 # Builds the cargo-fuzz targets in fuzz/ (nightly, or stable with RUSTC_BOOTSTRAP=1) and runs each
 # for FUZZ_SECONDS seconds from seeds (examples/, deploy/, ../shared/corpus/rbac); fails on any crash.
