@@ -58,6 +58,16 @@ fn audit(args: &[&str], env_kubeconfig: Option<&Path>) -> (i32, String, String) 
     )
 }
 
+/// User "ci" with `pods/exec` cluster-wide: an indirect route only.
+fn apply_ci_exec(fake: &FakeApiServer) {
+    let rbac = "rbac.authorization.k8s.io";
+    fake.apply(json!({"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "exec"},
+                      "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]}));
+    fake.apply(json!({"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRoleBinding", "metadata": {"name": "ci-exec"},
+                      "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "exec"},
+                      "subjects": [{"apiGroup": rbac, "kind": "User", "name": "ci"}]}));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policyreport_kubeconfig_context_and_unreachable() {
     let fake = FakeApiServer::start().await;
@@ -67,11 +77,7 @@ async fn policyreport_kubeconfig_context_and_unreachable() {
     fake.apply(json!({"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRoleBinding", "metadata": {"name": "bob-reads"},
                       "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "reader"},
                       "subjects": [{"kind": "ServiceAccount", "name": "bob", "namespace": "apps"}]}));
-    fake.apply(json!({"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "exec"},
-                      "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]}));
-    fake.apply(json!({"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRoleBinding", "metadata": {"name": "ci-exec"},
-                      "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "exec"},
-                      "subjects": [{"apiGroup": rbac, "kind": "User", "name": "ci"}]}));
+    apply_ci_exec(&fake);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("my kubeconfig");
     // A second context pointing nowhere: `--context fake` must pick the one that works.
@@ -171,4 +177,59 @@ async fn policyreport_kubeconfig_context_and_unreachable() {
         assert!(err.len() < 300, "{what}: {} chars: {err}", err.len());
         eprintln!("{what}: {err}");
     }
+}
+
+/// The README's audit section shows real output: `secretscope audit` over the seed case
+/// (examples/fix/portal-api.yaml) bound cluster-wide and a User with `pods/exec`, and the first
+/// result of the same `--format policyreport`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_shows_real_audit_output() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fake = FakeApiServer::start().await;
+    let seed = std::fs::read_to_string(root.join("examples/fix/portal-api.yaml")).expect("seed");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&seed).expect("seed is YAML");
+    for doc in docs {
+        fake.apply(doc);
+    }
+    apply_ci_exec(&fake);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).expect("write");
+    let ((code, text, err), (_, report, _)) = tokio::task::spawn_blocking(move || {
+        (
+            audit(&[], Some(&kubeconfig)),
+            audit(&["--format", "policyreport"], Some(&kubeconfig)),
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 1, "{err}");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let block = format!("$ secretscope audit\n{text}```\n");
+    assert!(readme.contains(&block), "README lacks, exactly:\n{block}");
+
+    let report: Value = serde_json::from_str(&report).expect("json");
+    let r = &report["results"][0];
+    let mut want = serde_json::Map::new();
+    for k in [
+        "policy",
+        "rule",
+        "result",
+        "severity",
+        "source",
+        "category",
+        "message",
+        "resources",
+    ] {
+        want.insert(k.into(), r[k].clone());
+    }
+    let shown: String = readme
+        .split("jq '.results[0] | {policy, rule, result, severity, source, category, message, resources}'")
+        .nth(1)
+        .and_then(|rest| rest.split("```json\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the policyreport example")
+        .into();
+    let shown: Value = serde_json::from_str(&shown).expect("the example is JSON");
+    assert_eq!(shown, Value::Object(want));
 }
