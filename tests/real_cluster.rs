@@ -2219,7 +2219,15 @@ async fn no_lockout_then_self_registration(cp: &'static ControlPlane, rendered: 
         message.contains("rbac.secretscope.io") && message.contains(&after),
         "{message}"
     );
-    assert_eq!(ss.metric("secretscope_webhook_registered").await, Some(1.0));
+    // Enforcement starts with the validating configuration; the gauge follows once the
+    // mutating one is applied too (one more API call, slow on a loaded machine).
+    let registered = tokio::time::timeout(Duration::from_secs(10), async {
+        while ss.metric("secretscope_webhook_registered").await != Some(1.0) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(registered.is_ok(), "{}", ss.log_text());
 
     let owner_uid =
         get_json(cp, &["clusterrole", "secretscope"]).unwrap()["metadata"]["uid"].clone();
