@@ -685,3 +685,68 @@ async fn every_labelled_counter_starts_at_zero_with_build_and_process_metrics() 
         assert!(value > 0.0, "{line}");
     }
 }
+
+/// Issue 13: a decision's log line says who asked for what (JSON fields an operator can query),
+/// and an allowed review without findings writes no line at the default level.
+#[tokio::test]
+async fn decision_log_lines_carry_user_object_kind_operation_and_verdict() {
+    let wh = Webhook::start(STATE, "", &[]);
+    // The managed role's name outside a tenancy namespace: denied in standalone mode (no live
+    // cluster to read the namespace's labels from), a namespaced denial.
+    let role = object(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {name: secretscope-secrets, namespace: team-a}\n\
+         rules: [{apiGroups: [\"\"], resources: [secrets], verbs: [get]}]\n",
+    );
+    let mut body = review("CREATE", Some(&role), None);
+    body["request"]["namespace"] = "team-a".into();
+    body["request"]["userInfo"]["username"] = "alice@example.com".into();
+    body["request"]["uid"] = "uid-namespaced-denial".into();
+    assert_eq!(response(&wh.review(&body).await)["allowed"], false);
+
+    let mut binding = review("CREATE", Some(&object(BIND_BOB)), None);
+    binding["request"]["uid"] = "uid-cluster-denial".into();
+    assert_eq!(response(&wh.review(&binding).await)["allowed"], false);
+    let mut allowed = review("CREATE", Some(&object(BIND_BOB_PODS)), None);
+    allowed["request"]["uid"] = "uid-allowed".into();
+    assert_eq!(response(&wh.review(&allowed).await)["allowed"], true);
+
+    assert!(wh.wait_for_log("uid-cluster-denial", Duration::from_secs(5)));
+    let line = |uid: &str| -> Value {
+        let logs = wh.logs();
+        let line = logs
+            .iter()
+            .find(|l| l.contains(uid))
+            .unwrap_or_else(|| panic!("no log line for {uid}: {logs:?}"));
+        serde_json::from_str(line).expect("a JSON log line")
+    };
+    let ns = line("uid-namespaced-denial");
+    for (field, want) in [
+        ("level", "INFO"),
+        ("user", "alice@example.com"),
+        ("namespace", "team-a"),
+        ("name", "secretscope-secrets"),
+        ("kind", "Role"),
+        ("operation", "CREATE"),
+        ("verdict", "denied"),
+        ("mode", "enforce"),
+    ] {
+        assert_eq!(ns[field], want, "{field} in {ns}");
+    }
+    assert!(ns["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("secretscope-secrets")));
+
+    let crb = line("uid-cluster-denial");
+    assert_eq!(crb["user"], "kubernetes-admin", "{crb}");
+    assert_eq!(crb["name"], "bob-reads-secrets", "{crb}");
+    assert_eq!(crb["namespace"], "", "cluster-scoped: {crb}");
+    assert_eq!(crb["kind"], "ClusterRoleBinding", "{crb}");
+    assert_eq!(crb["verdict"], "denied", "{crb}");
+
+    assert!(
+        !wh.logs().iter().any(|l| l.contains("uid-allowed")),
+        "an allowed review without findings is logged at debug only: {:?}",
+        wh.logs()
+    );
+}

@@ -1,6 +1,9 @@
 //! `POST /validate`: judges CREATE and UPDATE of RBAC objects and applies the policy's mode.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use crate::policy::{Mode, Policy};
 use crate::rbac::{
@@ -9,8 +12,8 @@ use crate::rbac::{
 };
 
 use super::review::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError, MAX_MESSAGE,
-    MAX_WARNING, MAX_WARNINGS,
+    AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError, UserInfo,
+    MAX_MESSAGE, MAX_WARNING, MAX_WARNINGS,
 };
 use super::StateSource;
 
@@ -301,19 +304,70 @@ fn dedup_join(mut v: Vec<String>) -> String {
     v.join(", ")
 }
 
+/// Who asked for what, for a decision's log line. Read again from the body only when a line is
+/// written: the allowed-without-findings path (debug) pays nothing at the default level.
+#[derive(Debug, Default, Deserialize)]
+struct Asked<'a> {
+    #[serde(borrow, default)]
+    request: Option<AskedRequest<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AskedRequest<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_info: UserInfo<'a>,
+}
+
+impl<'a> AskedRequest<'a> {
+    fn peek(body: &'a [u8]) -> Self {
+        serde_json::from_slice::<Asked<'a>>(body)
+            .ok()
+            .and_then(|a| a.request)
+            .unwrap_or_default()
+    }
+}
+
+/// Names and user names are bounded by the API server, but a log line is bounded here too.
+const MAX_LOGGED_NAME: usize = 256;
+
+fn logged<'a>(s: Option<&'a Cow<'_, str>>) -> Cow<'a, str> {
+    crate::rbac::text::clip(s.map_or("", |s| s.as_ref()), MAX_LOGGED_NAME)
+}
+
 impl Verdict {
-    /// One line per decision that matters; allowed reviews without findings stay at debug.
-    /// RBAC objects hold no Secret data, but only names and verdicts are logged anyway.
-    pub fn log(&self, mode: Mode) {
+    /// One line per decision that matters; allowed reviews without findings stay at debug. Each
+    /// line carries the decision fields (uid, user, namespace, name, kind, operation, verdict,
+    /// mode); `body` is the review the verdict answers, read for the user and object only when a
+    /// line is written. RBAC objects hold no Secret data, but only names and verdicts are logged.
+    pub fn log(&self, mode: Mode, body: &[u8]) {
+        let denied = !self.response.allowed;
+        let relevant = self.findings.iter().filter(|f| f.severity > Severity::Info);
+        let level_enabled = if denied || relevant.clone().next().is_some() {
+            tracing::enabled!(tracing::Level::INFO)
+        } else {
+            tracing::enabled!(tracing::Level::DEBUG)
+        };
+        if !level_enabled {
+            return;
+        }
+        let asked = AskedRequest::peek(body);
+        let user = crate::rbac::text::clip(&asked.user_info.username, MAX_LOGGED_NAME);
+        let user = user.as_ref();
+        let namespace = logged(asked.namespace.as_ref());
+        let namespace = namespace.as_ref();
+        let name = logged(asked.name.as_ref());
+        let name = name.as_ref();
         let kind = self.kind.map(|k| k.as_str()).unwrap_or("unknown");
-        let op = self.operation.as_str();
+        let operation = self.operation.as_str();
         let uid = self.response.uid.as_str();
-        let relevant: Vec<&Finding> = self
-            .findings
-            .iter()
-            .filter(|f| f.severity > Severity::Info)
-            .collect();
-        if !self.response.allowed {
+        let audit = mode == Mode::Audit;
+        let mode = mode.as_str();
+        if denied {
             let message = self
                 .response
                 .status
@@ -322,34 +376,57 @@ impl Verdict {
                 .unwrap_or("");
             tracing::info!(
                 uid,
+                user,
+                namespace,
+                name,
                 kind,
-                op,
-                mode = mode.as_str(),
+                operation,
+                mode,
                 verdict = "denied",
                 message
             );
-        } else if relevant.is_empty() {
-            tracing::debug!(uid, kind, op, verdict = "allowed");
-        } else {
-            let verdict = if mode == Mode::Audit {
-                "audited"
-            } else {
-                "warned"
-            };
-            for f in relevant.iter().take(MAX_WARNINGS) {
-                let message = crate::rbac::text::clip(&f.message, MAX_WARNING);
-                tracing::info!(uid, kind, op, mode = mode.as_str(), verdict, severity = %f.severity, message = message.as_ref());
-            }
-            if relevant.len() > MAX_WARNINGS {
-                tracing::info!(
-                    uid,
-                    kind,
-                    op,
-                    verdict,
-                    more = relevant.len() - MAX_WARNINGS,
-                    "more findings not logged"
-                );
-            }
+            return;
+        }
+        let verdict = if audit { "audited" } else { "warned" };
+        let count = relevant.clone().count();
+        for f in relevant.take(MAX_WARNINGS) {
+            let message = crate::rbac::text::clip(&f.message, MAX_WARNING);
+            tracing::info!(
+                uid,
+                user,
+                namespace,
+                name,
+                kind,
+                operation,
+                mode,
+                verdict,
+                severity = %f.severity,
+                message = message.as_ref()
+            );
+        }
+        if count == 0 {
+            tracing::debug!(
+                uid,
+                user,
+                namespace,
+                name,
+                kind,
+                operation,
+                mode,
+                verdict = "allowed"
+            );
+        } else if count > MAX_WARNINGS {
+            tracing::info!(
+                uid,
+                user,
+                namespace,
+                name,
+                kind,
+                operation,
+                verdict,
+                more = count - MAX_WARNINGS,
+                "more findings not logged"
+            );
         }
     }
 }

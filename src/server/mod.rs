@@ -245,7 +245,7 @@ async fn validate(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(verdict) => {
             app.metrics
                 .observe(&verdict, app.validator.mode(), started.elapsed());
-            verdict.log(app.validator.mode());
+            verdict.log(app.validator.mode(), &body);
             review_response(&verdict.response)
         }
     }
