@@ -58,13 +58,15 @@ bench-apiserver: controlplane
 	$(CARGO) bench --locked --bench apiserver
 
 # The release binary against the echo and parse ceilings (benches/load.rs), driven by oha, which is
-# installed from crates.io under target/tools the first time. LOAD_ARGS e.g. `--seconds 3 --rounds 3`.
+# installed from crates.io under target/tools the first time. `cargo bench` builds the optimized
+# binary itself (target/release/secretscope, with the bench's feature set); a separate
+# `cargo build --release` would resolve features without dev-dependencies and rebuild it twice.
 OHA := target/tools/bin/oha
 LOAD_ARGS ?= --seconds 3 --rounds 3 --rate 2000
 $(OHA):
 	$(CARGO) install --locked oha --root target/tools
 
-bench-load: $(OHA) release
+bench-load: $(OHA)
 	OHA=$(OHA) $(CARGO) bench --locked --bench load -- $(LOAD_ARGS)
 
 # Builds the cargo-fuzz targets in fuzz/ (nightly, or stable with RUSTC_BOOTSTRAP=1) and runs each

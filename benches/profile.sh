@@ -43,11 +43,12 @@ callgrind_control -z "$vg" >/dev/null
 "$oha" "${args[@]}" -n "$n" "$url" >"$tmp/oha.txt"
 grep -E "Success rate|Requests/sec" "$tmp/oha.txt" || true
 callgrind_control -d "$vg" >/dev/null
-# The dump is all we need: no final dump at exit.
+# The dump is all we need: no final dump at exit. (`sed -n` rather than `head` below: head
+# closing the pipe early would fail the pipeline under pipefail.)
 kill -KILL "$vg"; wait "$vg" 2>/dev/null || true
 file="$out/$tag.$vg.1"
 total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
 echo "$file: $total instructions for $n reviews = $((total / n)) per review"
-callgrind_annotate --inclusive=yes "$file" 2>/dev/null | sed -n '/file:function/,$p' | head -45 >"$file.inclusive.txt"
-callgrind_annotate "$file" 2>/dev/null | sed -n '/file:function/,$p' | head -45 >"$file.self.txt"
+callgrind_annotate --inclusive=yes "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n 1,45p >"$file.inclusive.txt"
+callgrind_annotate "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n 1,45p >"$file.self.txt"
 echo "top (inclusive): $file.inclusive.txt; top (self): $file.self.txt"
