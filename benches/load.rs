@@ -407,9 +407,16 @@ fn oha_run(oha: &Path, run: &Run<'_>) -> anyhow::Result<Sample> {
         .as_object()
         .map(|m| m.values().filter_map(|x| x.as_u64()).sum())
         .unwrap_or(0);
+    // oha cancels the requests still in flight when the duration ends ("aborted due to
+    // deadline"): the end of the run, not a server error.
     let failed: u64 = v["errorDistribution"]
         .as_object()
-        .map(|m| m.values().filter_map(|x| x.as_u64()).sum())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.contains("aborted due to deadline"))
+                .filter_map(|(_, x)| x.as_u64())
+                .sum()
+        })
         .unwrap_or(0);
     let ms = |k: &str| v["latencyPercentiles"][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
     Ok(Sample {
