@@ -42,8 +42,16 @@ pub struct Validator {
     synced: EvalOptions,
     /// The same with strict scope: used while the state is not synced (fail closed).
     unsynced: EvalOptions,
+    /// Both with the small work budget of a quick review (`review_quick`).
+    quick_synced: EvalOptions,
+    quick_unsynced: EvalOptions,
     state: Arc<dyn StateSource>,
 }
+
+/// Aggregation steps a quick review may take: real reviews take a few dozen (a chain of 8,000
+/// aggregating roles about 16,000), and this many cost a few milliseconds at most, so a quick
+/// review can run where waiting is costly (an async worker) without holding it.
+pub const QUICK_WORK_LIMIT: u64 = 10_000;
 
 impl Validator {
     pub fn new(policy: Arc<Policy>, state: Arc<dyn StateSource>) -> Self {
@@ -56,8 +64,14 @@ impl Validator {
             scope: BindingScope::Strict,
             ..synced.clone()
         };
+        let quick = |o: &EvalOptions| EvalOptions {
+            work_limit: QUICK_WORK_LIMIT.min(o.work_limit),
+            ..o.clone()
+        };
         Self {
             policy,
+            quick_synced: quick(&synced),
+            quick_unsynced: quick(&unsynced),
             synced,
             unsynced,
             state,
@@ -72,14 +86,22 @@ impl Validator {
     /// AdmissionReview (HTTP 400); everything else, bad objects included, gets a response.
     pub fn review(&self, body: &[u8]) -> Result<Verdict, ReviewError> {
         let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req, Vec::new()))
+        Ok(self.decide(&req, Vec::new(), false))
+    }
+
+    /// `review` within `QUICK_WORK_LIMIT` steps: `None` when judging needs more (the caller then
+    /// reviews it with the full budget, where a deadline can cut it short).
+    pub fn review_quick(&self, body: &[u8]) -> Result<Option<Verdict>, ReviewError> {
+        let req = AdmissionReview::parse(body)?;
+        let verdict = self.decide(&req, Vec::new(), true);
+        Ok((!verdict.over_budget).then_some(verdict))
     }
 
     /// Reviews `body` again with `live` objects (read from the API server after a cache miss)
     /// added to the state. Clones the state, which is fine for this rare path.
     pub fn review_with(&self, body: &[u8], live: Vec<RbacObject>) -> Result<Verdict, ReviewError> {
         let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req, live))
+        Ok(self.decide(&req, live, false))
     }
 
     /// Denies (in enforce mode) a review whose verdict could not be confirmed live: fail closed.
@@ -125,7 +147,7 @@ impl Validator {
         );
     }
 
-    fn decide(&self, req: &AdmissionRequest<'_>, live: Vec<RbacObject>) -> Verdict {
+    fn decide(&self, req: &AdmissionRequest<'_>, live: Vec<RbacObject>, quick: bool) -> Verdict {
         let uid = req.uid.as_ref();
         let mut verdict = Verdict {
             response: AdmissionResponse::allow(uid),
@@ -168,10 +190,11 @@ impl Validator {
         if !live.is_empty() {
             Arc::make_mut(&mut state).extend(live);
         }
-        let opts = if self.state.synced() {
-            &self.synced
-        } else {
-            &self.unsynced
+        let opts = match (self.state.synced(), quick) {
+            (true, false) => &self.synced,
+            (false, false) => &self.unsynced,
+            (true, true) => &self.quick_synced,
+            (false, true) => &self.quick_unsynced,
         };
         let findings = match evaluate(&new, &state, opts) {
             Ok(findings) => findings,
@@ -204,8 +227,16 @@ impl Validator {
             // controller's last write, so aggregation is not resolved again for it (a role that
             // gains a child's rules never granted them before).
             if let Ok(old) = decode(kind, req.old_object).map(stored_grant) {
-                let old_denials: Vec<Finding> = evaluate(&old, &state, opts)
-                    .unwrap_or_default()
+                let old_findings = match evaluate(&old, &state, opts) {
+                    Ok(f) => f,
+                    // A quick review must not settle for less: the full review decides.
+                    Err(_) if quick => {
+                        verdict.over_budget = true;
+                        return verdict;
+                    }
+                    Err(_) => Vec::new(),
+                };
+                let old_denials: Vec<Finding> = old_findings
                     .into_iter()
                     .filter(|f| f.severity == Severity::Deny)
                     .collect();
@@ -475,6 +506,59 @@ mod tests {
                 prop_assert_eq!(v.response.uid.as_str(), "u");
             }
         }
+    }
+
+    /// A quick review decides exactly as a full one, and one that needs more than its budget
+    /// (a role joining a chain of 8,000 aggregating roles) is handed back, not denied: the full
+    /// review judges it.
+    #[test]
+    fn quick_reviews_decide_as_full_ones_or_hand_back() {
+        let mut yaml = String::from(
+            "kind: ClusterRoleBinding\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {name: top}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: c0}\nsubjects: [{kind: User, name: bob}]\n",
+        );
+        for i in 0..8_000 {
+            yaml.push_str(&format!(
+                "---\nkind: ClusterRole\napiVersion: rbac.authorization.k8s.io/v1\nmetadata: {{name: c{i}, labels: {{chain: \"{i}\"}}}}\naggregationRule: {{clusterRoleSelectors: [{{matchLabels: {{chain: \"{}\"}}}}]}}\n",
+                i + 1
+            ));
+        }
+        let mut state = ClusterState::with_builtins();
+        state.extend(
+            crate::manifest::parse_stream(&yaml, "chain.yaml", false)
+                .objects
+                .into_iter()
+                .map(|o| o.object),
+        );
+        let v = Validator::new(
+            Arc::new(Policy::default()),
+            Arc::new(StaticState(Arc::new(state))),
+        );
+        let role = |labels: serde_json::Value| {
+            serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": "u", "operation": "CREATE",
+                    "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRole"},
+                    "object": {"metadata": {"name": "leaf", "labels": labels},
+                        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}}
+            })
+            .to_string()
+        };
+        // Unconnected: decided quickly, as the full review decides it.
+        let alone = role(serde_json::json!({"app": "x"}));
+        let quick = v.review_quick(alone.as_bytes()).unwrap().expect("quick");
+        let full = v.review(alone.as_bytes()).unwrap();
+        assert_eq!(quick.response, full.response);
+        // At the end of the chain: over the quick budget, handed back; the full review denies it
+        // for what it grants bob through the chain, not for the work.
+        let deep = role(serde_json::json!({"chain": "8000"}));
+        assert!(v.review_quick(deep.as_bytes()).unwrap().is_none());
+        let full = v.review(deep.as_bytes()).unwrap();
+        assert!(!full.over_budget);
+        let message = &full.response.status.as_ref().expect("denied").message;
+        assert!(message.contains("User \"bob\""), "{message}");
+        // Cluster-admin binding: decided quickly and denied.
+        let quick = v.review_quick(REVIEW.as_bytes()).unwrap().expect("quick");
+        assert!(!quick.response.allowed);
     }
 
     /// Issue 9 bug 5: kube-controller-manager's aggregation controller writes a child's Secrets
