@@ -256,13 +256,7 @@ fn the_monitoring_and_network_policy_components_add_only_their_objects() {
     let Some(kubectl) = kubectl() else { return };
     let copy = deploy_copy();
     let root = copy.path().join("deploy");
-    let kit = root.join("overlays/kit");
-    std::fs::create_dir_all(&kit).unwrap();
-    std::fs::write(
-        kit.join("kustomization.yaml"),
-        "resources: [../cert-manager]\ncomponents: [../../components/monitoring, ../../components/network-policy]\n",
-    )
-    .unwrap();
+    let kit = install::overlay(&copy, "deploy/overlays/kit", install::KIT);
     let yaml = kustomize(&kubectl, &kit);
     let docs = documents(&yaml);
     assert_no_lockout_install(&docs, "kit");
@@ -315,8 +309,8 @@ fn the_monitoring_and_network_policy_components_add_only_their_objects() {
 
 /// Every metric the PrometheusRule's alerts and the dashboard's panels use is one the real
 /// binary exposes on `/metrics` (a renamed metric would leave an alert that never fires).
-#[test]
-fn every_metric_the_monitoring_kit_uses_is_exposed_by_the_binary() {
+#[tokio::test]
+async fn every_metric_the_monitoring_kit_uses_is_exposed_by_the_binary() {
     let Some(kubectl) = kubectl() else { return };
     let dir = install::repo().join("deploy/components/monitoring");
     let docs = documents(&kustomize(&kubectl, &dir));
@@ -324,10 +318,16 @@ fn every_metric_the_monitoring_kit_uses_is_exposed_by_the_binary() {
         .expect("examples/state");
     let webhook = common::Webhook::start(&state, "", &["--metrics-listen", "127.0.0.1:0"]);
     let url = webhook.metrics_url().expect("metrics address");
-    let exposed = scrape_names(
-        url.trim_start_matches("http://")
-            .trim_end_matches("/metrics"),
-    );
+    let page = common::scrape(&webhook.client(), &url)
+        .await
+        .expect("scrape");
+    // Sample names: what precedes the labels or the value.
+    let exposed: std::collections::BTreeSet<&str> = page
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter(|n| !n.is_empty())
+        .collect();
     let exprs = install::monitoring_expressions(&docs);
     assert!(exprs.len() >= 20, "{exprs:?}");
     for expr in &exprs {
@@ -335,30 +335,11 @@ fn every_metric_the_monitoring_kit_uses_is_exposed_by_the_binary() {
         assert!(!names.is_empty(), "{expr}");
         for name in names {
             assert!(
-                exposed.contains(&name),
+                exposed.contains(name.as_str()),
                 "{name} (in {expr}) is not on /metrics: {exposed:?}"
             );
         }
     }
-}
-
-/// The sample names on a plain-HTTP `/metrics` page at `addr`.
-fn scrape_names(addr: &str) -> std::collections::BTreeSet<String> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).expect("read metrics");
-    assert!(
-        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
-        "{text}"
-    );
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// README "Install": an overlay of one's own sets the image with kustomize `images:`, and only
@@ -367,13 +348,11 @@ fn scrape_names(addr: &str) -> std::collections::BTreeSet<String> {
 fn an_overlay_sets_the_image_with_kustomize_images() {
     let Some(kubectl) = kubectl() else { return };
     let copy = deploy_copy();
-    let mine = copy.path().join("platform/secretscope");
-    std::fs::create_dir_all(&mine).unwrap();
-    std::fs::write(
-        mine.join("kustomization.yaml"),
+    let mine = install::overlay(
+        &copy,
+        "platform/secretscope",
         "resources:\n- ../../deploy\nimages:\n- name: ghcr.io/secretscope/secretscope\n  newName: registry.example.com/platform/secretscope\n  newTag: 0.1.0\n",
-    )
-    .unwrap();
+    );
     let mut docs = by_key(documents(&kustomize(&kubectl, &mine)));
     let mut base = by_key(documents(&kustomize(&kubectl, &copy.path().join("deploy"))));
     let key = "Deployment/secretscope/secretscope";

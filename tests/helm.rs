@@ -235,13 +235,7 @@ fn monitoring_and_network_policy_render_the_components() {
         return;
     };
     let copy = deploy_copy();
-    let kit = copy.path().join("deploy/overlays/kit");
-    std::fs::create_dir_all(&kit).unwrap();
-    std::fs::write(
-        kit.join("kustomization.yaml"),
-        "resources: [../cert-manager]\ncomponents: [../../components/monitoring, ../../components/network-policy]\n",
-    )
-    .unwrap();
+    let kit = install::overlay(&copy, "deploy/overlays/kit", install::KIT);
     let yaml = template(
         &helm,
         "secretscope",

@@ -2024,18 +2024,23 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `secretscope certs` for the install's Service name into `out`, as README "Install" says.
+fn make_certs(out: &std::path::Path) {
+    let mut certs = Command::new(common::BIN);
+    certs
+        .args(["certs", "--dns", "secretscope.secretscope.svc", "--out"])
+        .arg(out);
+    let out = run(certs);
+    assert!(out.ok(), "{}", out.stderr);
+}
+
 /// The plain install exactly as the README makes it: `secretscope certs` into a copy of
 /// `deploy/`, then `kubectl kustomize deploy/overlays/plain`. Returns the rendered file.
 fn render_plain_install(cp: &ControlPlane, dir: &std::path::Path) -> PathBuf {
     let mut cp_cmd = Command::new("cp");
     cp_cmd.arg("-r").arg(repo().join("deploy")).arg(dir);
     assert!(run(cp_cmd).ok());
-    let mut certs = Command::new(common::BIN);
-    certs
-        .args(["certs", "--dns", "secretscope.secretscope.svc", "--out"])
-        .arg(dir.join("deploy/overlays/plain/certs"));
-    let out = run(certs);
-    assert!(out.ok(), "{}", out.stderr);
+    make_certs(&dir.join("deploy/overlays/plain/certs"));
     let mut kustomize = cp.kubectl();
     kustomize
         .arg("kustomize")
@@ -2330,11 +2335,7 @@ async fn s16_helm_install_no_lockout_then_self_registration() {
     let Some(helm) = install::helm() else { return };
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let mut make = Command::new(common::BIN);
-    make.args(["certs", "--dns", "secretscope.secretscope.svc", "--out"])
-        .arg(&certs);
-    let out = run(make);
-    assert!(out.ok(), "{}", out.stderr);
+    make_certs(&certs);
     let mut template = Command::new(helm);
     template
         .args(["template", "secretscope"])

@@ -585,15 +585,9 @@ async fn mutate_labels_new_tenancy_namespaces() {
     assert_eq!(out["response"]["allowed"], true);
     assert!(out["response"].get("patch").is_none());
     assert!(wh.wait_for_log("labelled a new tenancy namespace", Duration::from_secs(5)));
-    let text = wh
-        .client()
-        .get(wh.metrics_url().expect("metrics"))
-        .send()
+    let text = common::scrape(&wh.client(), &wh.metrics_url().expect("metrics"))
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+        .expect("scrape");
     assert!(
         text.contains(r#"secretscope_namespace_mutations_total{result="labelled"} 1"#),
         "{text}"
@@ -643,15 +637,9 @@ async fn the_managed_role_name_is_refused_outside_tenancy_namespaces() {
 #[tokio::test]
 async fn every_labelled_counter_starts_at_zero_with_build_and_process_metrics() {
     let wh = Webhook::start(STATE, "", &["--metrics-listen", "127.0.0.1:0"]);
-    let text = wh
-        .client()
-        .get(wh.metrics_url().expect("metrics"))
-        .send()
+    let text = common::scrape(&wh.client(), &wh.metrics_url().expect("metrics"))
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+        .expect("scrape");
     for series in [
         r#"secretscope_reviews_total{kind="ClusterRoleBinding",operation="CREATE",verdict="denied",mode="enforce"} 0"#,
         r#"secretscope_reviews_total{kind="Role",operation="UPDATE",verdict="allowed",mode="enforce"} 0"#,

@@ -87,6 +87,18 @@ pub fn deploy_copy() -> tempfile::TempDir {
     tmp
 }
 
+/// An overlay at `dir` (relative to a `deploy_copy`, beside its `deploy/`) with `kustomization`
+/// as its file.
+pub fn overlay(copy: &tempfile::TempDir, dir: &str, kustomization: &str) -> PathBuf {
+    let path = copy.path().join(dir);
+    std::fs::create_dir_all(&path).expect("overlay dir");
+    std::fs::write(path.join("kustomization.yaml"), kustomization).expect("kustomization");
+    path
+}
+
+/// The default install with both optional components, as README "Install" adds them.
+pub const KIT: &str = "resources: [../cert-manager]\ncomponents: [../../components/monitoring, ../../components/network-policy]\n";
+
 /// Runs `cmd` (a renderer) and returns its stdout, failing with its stderr.
 pub fn run_renderer(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run renderer");

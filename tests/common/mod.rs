@@ -57,9 +57,14 @@ pub enum Source<'a> {
 
 /// The value of the first sample whose line starts with `prefix` on the `/metrics` page at `url`.
 pub async fn scrape_metric(client: &reqwest::Client, url: &str, prefix: &str) -> Option<f64> {
-    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    let text = scrape(client, url).await?;
     text.lines()
         .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
+/// The whole `/metrics` page at `url`.
+pub async fn scrape(client: &reqwest::Client, url: &str) -> Option<String> {
+    client.get(url).send().await.ok()?.text().await.ok()
 }
 
 /// Spawns a `secretscope serve` command (stderr piped, JSON logs) and waits until it announces
