@@ -1,12 +1,13 @@
-//! Load tool (`make bench-load`): the real `secretscope serve` over TLS beside two ceilings on the
+//! Load tool (`make bench-load`): the real `secretscope serve` over TLS beside three servers on the
 //! same hyper + rustls stack with `TCP_NODELAY` (benches/common/ceiling.rs): "echo" reads the body
-//! and answers a fixed response, "parse" parses the body into a `serde_json::Value` first.
+//! and answers a fixed response, "parse" parses the body into a `serde_json::Value` first, and
+//! "kube-rs" answers as kube-rs's admission controller example does.
 //!
 //! Three bodies (1.5 KB ClusterRole, 20 KB ClusterRole, ClusterRoleBinding) on three protocols
 //! (HTTP/1.1 on 64 connections, HTTP/2 on 64 connections, HTTP/2 on one connection with 64
 //! streams), each at maximum throughput and at a fixed 2,000 reviews/s. Every run is repeated
 //! `--rounds` times, the three servers interleaved within each round, and the table shows the
-//! medians with the ratios secretscope / parse and secretscope / echo.
+//! medians with the ratios secretscope / parse, / kube-rs and / echo.
 //!
 //! The client is oha (`OHA=path`; the Makefile installs it under target/tools); without it, an
 //! in-repo client (reqwest, one client per connection) takes its place and the table says so.
@@ -97,7 +98,7 @@ struct Sample {
 fn main() -> anyhow::Result<()> {
     if let Ok(kind) = std::env::var(CEILING_ENV) {
         let kind = ceiling::Ceiling::from_name(&kind)
-            .ok_or_else(|| anyhow::anyhow!("{CEILING_ENV} is echo or parse"))?;
+            .ok_or_else(|| anyhow::anyhow!("{CEILING_ENV} is echo, parse or kube-rs"))?;
         return ceiling::serve(kind, &std::env::var("CERT")?, &std::env::var("KEY")?);
     }
     if let Some(dir) = string_flag("--write-bodies") {
@@ -149,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     let servers = [
         ("echo", Server::start(&mut ceiling_cmd("echo"))?),
         ("parse", Server::start(&mut ceiling_cmd("parse"))?),
+        ("kube-rs", Server::start(&mut ceiling_cmd("kube-rs"))?),
         ("secretscope", Server::start(&mut real)?),
     ];
     let driver = Driver::find(&issued.ca_pem)?;
@@ -199,8 +201,8 @@ fn main() -> anyhow::Result<()> {
             Load::Max => println!("\nmaximum throughput: req/s (p99 ms)"),
             Load::Rate(r) => println!("\nfixed {r}/s: p50 / p99 ms"),
         }
-        println!("| body, protocol | echo | parse | secretscope | secretscope / parse | / echo |");
-        println!("|---|---|---|---|---|---|");
+        println!("| body, protocol | echo | parse | kube-rs example | secretscope | secretscope / parse | / kube-rs | / echo |");
+        println!("|---|---|---|---|---|---|---|---|");
         for (b, (label, body)) in labels.iter().enumerate() {
             for (s, shape) in SHAPES.iter().enumerate() {
                 let m: Vec<Sample> = results[b][s][l].iter().map(|r| median(r)).collect();
@@ -215,14 +217,16 @@ fn main() -> anyhow::Result<()> {
                 };
                 let errors: u64 = results[b][s][l].iter().flatten().map(|x| x.errors).sum();
                 println!(
-                    "| {label} ({} B), {} | {} | {} | {} | {:.2} | {:.2} |{}",
+                    "| {label} ({} B), {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |{}",
                     body.len(),
                     shape.label,
                     cell(&m[0]),
                     cell(&m[1]),
                     cell(&m[2]),
-                    ratio(&m[2], &m[1]),
-                    ratio(&m[2], &m[0]),
+                    cell(&m[3]),
+                    ratio(&m[3], &m[1]),
+                    ratio(&m[3], &m[2]),
+                    ratio(&m[3], &m[0]),
                     if errors > 0 {
                         format!(" {errors} errors")
                     } else {

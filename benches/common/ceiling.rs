@@ -1,7 +1,10 @@
 //! The ceilings secretscope is measured against, on its own stack (hyper-util's auto builder over
 //! tokio-rustls, the same serving `ServerConfig` and ALPN, `TCP_NODELAY` through the webhook's own
 //! accept): "echo" reads the body and answers a fixed AdmissionReview response; "parse" also
-//! parses the body into a `serde_json::Value` first, the least a JSON webhook can do.
+//! parses the body into a `serde_json::Value` first, the least a JSON webhook can do; "kube-rs"
+//! answers as kube-rs's `admission_controller` example does, what a Rust user starts from: the
+//! body decoded as `AdmissionReview<DynamicObject>`, `AdmissionResponse::from(&request)`, and
+//! `into_review()` encoded as the response (the example's warp server swapped for this stack).
 
 #![allow(dead_code)] // each bench uses part of it
 
@@ -21,6 +24,7 @@ pub const RESPONSE: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"Admi
 pub enum Ceiling {
     Echo,
     Parse,
+    KubeRs,
 }
 
 impl Ceiling {
@@ -28,6 +32,7 @@ impl Ceiling {
         match name {
             "echo" => Some(Self::Echo),
             "parse" => Some(Self::Parse),
+            "kube-rs" => Some(Self::KubeRs),
             _ => None,
         }
     }
@@ -41,15 +46,38 @@ async fn answer(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    if kind == Ceiling::Parse {
-        std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).ok());
-    }
-    let mut resp = Response::new(Full::new(Bytes::from_static(RESPONSE)));
+    let out = match kind {
+        Ceiling::Echo => Bytes::from_static(RESPONSE),
+        Ceiling::Parse => {
+            std::hint::black_box(serde_json::from_slice::<serde_json::Value>(&body).ok());
+            Bytes::from_static(RESPONSE)
+        }
+        Ceiling::KubeRs => Bytes::from(kube_rs_example(&body)),
+    };
+    let mut resp = Response::new(Full::new(out));
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// The kube-rs example's handler, minus its label mutation (every review here is admitted).
+fn kube_rs_example(body: &[u8]) -> Vec<u8> {
+    use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+    use kube::core::DynamicObject;
+    let review = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return serde_json::to_vec(&AdmissionResponse::invalid(e).into_review())
+                .unwrap_or_default()
+        }
+    };
+    let response = match TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) {
+        Ok(req) => AdmissionResponse::from(&req),
+        Err(e) => AdmissionResponse::invalid(e),
+    };
+    serde_json::to_vec(&response.into_review()).unwrap_or_default()
 }
 
 /// Serves `kind` on 127.0.0.1 (any port) until killed; announces `{"addr":"..."}` on stderr as

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::policy::{is_label_value, Policy};
 
-use super::review::{AdmissionResponse, AdmissionReview, Operation, ReviewError};
+use super::review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation, ReviewError};
 
 #[derive(Debug, Default, Deserialize)]
 struct NamespaceMeta {
@@ -51,7 +51,7 @@ impl Mutator {
     }
 
     pub fn review(&self, body: &[u8]) -> Result<Mutation, ReviewError> {
-        let req = AdmissionReview::parse(body)?;
+        let req: AdmissionRequest<'_> = AdmissionReview::parse(body)?;
         let uid = req.uid.as_ref();
         let mut out = Mutation {
             response: AdmissionResponse::allow(uid),

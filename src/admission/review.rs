@@ -9,15 +9,20 @@ use serde_json::value::RawValue;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
+/// `O` is how the request's object is read: raw JSON by default, or already decoded into a type
+/// of the caller's (see `Validator`, which reads an RBAC object in the envelope's own pass).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdmissionReview<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a, O: Deserialize<'de>")
+)]
+pub struct AdmissionReview<'a, O = &'a RawValue> {
     #[serde(borrow, default)]
     pub api_version: Cow<'a, str>,
     #[serde(borrow, default)]
     pub kind: Cow<'a, str>,
     #[serde(borrow)]
-    pub request: Option<AdmissionRequest<'a>>,
+    pub request: Option<AdmissionRequest<'a, O>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -57,8 +62,11 @@ pub struct UserInfo<'a> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest<'a> {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a, O: Deserialize<'de>")
+)]
+pub struct AdmissionRequest<'a, O = &'a RawValue> {
     #[serde(borrow)]
     pub uid: Cow<'a, str>,
     #[serde(borrow)]
@@ -70,8 +78,8 @@ pub struct AdmissionRequest<'a> {
     pub operation: Operation,
     #[serde(borrow, default)]
     pub user_info: UserInfo<'a>,
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
+    #[serde(default)]
+    pub object: Option<O>,
     #[serde(borrow, default)]
     pub old_object: Option<&'a RawValue>,
     #[serde(default)]
@@ -100,10 +108,10 @@ pub const MAX_WARNINGS: usize = 8;
 /// Longer than any UID an API server makes; a response echoes it, so it is bounded too.
 pub const MAX_UID: usize = 128;
 
-impl<'a> AdmissionReview<'a> {
+impl<'a, O: Deserialize<'a>> AdmissionReview<'a, O> {
     /// Decodes and checks the envelope; the error says what is wrong with the body.
-    pub fn parse(body: &'a [u8]) -> Result<AdmissionRequest<'a>, ReviewError> {
-        let review: AdmissionReview<'a> = serde_json::from_slice(body)?;
+    pub fn parse(body: &'a [u8]) -> Result<AdmissionRequest<'a, O>, ReviewError> {
+        let review: AdmissionReview<'a, O> = serde_json::from_slice(body)?;
         let clipped = |s: &str| crate::rbac::text::clip(s, 64).into_owned();
         if review.api_version != API_VERSION {
             return Err(ReviewError::ApiVersion(clipped(&review.api_version)));
@@ -116,6 +124,23 @@ impl<'a> AdmissionReview<'a> {
             return Err(ReviewError::Uid(request.uid.len()));
         }
         Ok(request)
+    }
+}
+
+impl<'a, O> AdmissionRequest<'a, O> {
+    /// The same request with its object replaced (read another way).
+    pub fn with_object<P>(self, object: Option<P>) -> AdmissionRequest<'a, P> {
+        AdmissionRequest {
+            uid: self.uid,
+            kind: self.kind,
+            name: self.name,
+            namespace: self.namespace,
+            operation: self.operation,
+            user_info: self.user_info,
+            object,
+            old_object: self.old_object,
+            dry_run: self.dry_run,
+        }
     }
 }
 
@@ -220,7 +245,7 @@ mod tests {
             "name":"x","operation":"CREATE","userInfo":{"username":"kubernetes-admin","groups":["system:masters"]},
             "object":{"kind":"ClusterRole","metadata":{"name":"x\u0041"}},"oldObject":null,"dryRun":false,
             "options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}}}"#;
-        let req = AdmissionReview::parse(body).unwrap();
+        let req: AdmissionRequest<'_> = AdmissionReview::parse(body).unwrap();
         assert_eq!(req.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
         assert_eq!(req.kind.kind, "ClusterRole");
         assert_eq!(req.operation, Operation::Create);
@@ -238,7 +263,9 @@ mod tests {
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"X"},"operation":"MERGE"}}"#, "unknown variant `MERGE`"),
         ];
         for (body, want) in cases {
-            let err = AdmissionReview::parse(body).unwrap_err().to_string();
+            let err = AdmissionReview::<&RawValue>::parse(body)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err}");
         }
     }

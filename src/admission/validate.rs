@@ -4,11 +4,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::policy::{Mode, Policy};
 use crate::rbac::{
-    evaluate, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Route, Scope, Severity,
-    RBAC_GROUP,
+    evaluate, AnyRbacObject, BindingScope, EvalOptions, Finding, RbacKind, RbacObject, Route,
+    Scope, Severity, RBAC_GROUP,
 };
 
 use super::review::{
@@ -85,23 +86,43 @@ impl Validator {
     /// Decodes a request body and decides it. `Err` only for bodies that are not a usable
     /// AdmissionReview (HTTP 400); everything else, bad objects included, gets a response.
     pub fn review(&self, body: &[u8]) -> Result<Verdict, ReviewError> {
-        let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req, Vec::new(), false))
+        self.judge(body, Vec::new(), false)
     }
 
     /// `review` within `QUICK_WORK_LIMIT` steps: `None` when judging needs more (the caller then
     /// reviews it with the full budget, where a deadline can cut it short).
     pub fn review_quick(&self, body: &[u8]) -> Result<Option<Verdict>, ReviewError> {
-        let req = AdmissionReview::parse(body)?;
-        let verdict = self.decide(&req, Vec::new(), true);
+        let verdict = self.judge(body, Vec::new(), true)?;
         Ok((!verdict.over_budget).then_some(verdict))
     }
 
     /// Reviews `body` again with `live` objects (read from the API server after a cache miss)
     /// added to the state. Clones the state, which is fine for this rare path.
     pub fn review_with(&self, body: &[u8], live: Vec<RbacObject>) -> Result<Verdict, ReviewError> {
-        let req = AdmissionReview::parse(body)?;
-        Ok(self.decide(&req, live, false))
+        self.judge(body, live, false)
+    }
+
+    /// Reads the body once, the object decoded in the envelope's own pass; a body that pass
+    /// cannot take (a malformed object, a binding without roleRef, not an envelope at all) is
+    /// read again with the object kept raw, so the answer says exactly what is wrong.
+    fn judge(
+        &self,
+        body: &[u8],
+        live: Vec<RbacObject>,
+        quick: bool,
+    ) -> Result<Verdict, ReviewError> {
+        if let Ok(mut req) = AdmissionReview::<AnyRbacObject>::parse(body) {
+            let new = match (req.object.take(), RbacKind::from_kind(&req.kind.kind)) {
+                (Some(object), Some(kind)) => object.into_kind(kind).map(Some),
+                // Nothing to decode: the request is judged (or refused) by its envelope.
+                _ => Some(None),
+            };
+            if let Some(new) = new {
+                return Ok(self.decide(req.with_object(new), live, quick));
+            }
+        }
+        let req: AdmissionRequest<'_> = AdmissionReview::parse(body)?;
+        Ok(self.decide(req, live, quick))
     }
 
     /// Denies (in enforce mode) a review whose verdict could not be confirmed live: fail closed.
@@ -147,7 +168,12 @@ impl Validator {
         );
     }
 
-    fn decide(&self, req: &AdmissionRequest<'_>, live: Vec<RbacObject>, quick: bool) -> Verdict {
+    fn decide<O: NewObject>(
+        &self,
+        req: AdmissionRequest<'_, O>,
+        live: Vec<RbacObject>,
+        quick: bool,
+    ) -> Verdict {
         let uid = req.uid.as_ref();
         let mut verdict = Verdict {
             response: AdmissionResponse::allow(uid),
@@ -179,7 +205,7 @@ impl Validator {
         if matches!(req.operation, Operation::Delete | Operation::Connect) {
             return verdict;
         }
-        let new = match decode(kind, req.object) {
+        let new = match O::rbac(req.object, kind) {
             Ok(o) => o,
             Err(message) => {
                 verdict.response = AdmissionResponse::deny(uid, 400, message);
@@ -290,8 +316,29 @@ impl Validator {
     }
 }
 
-fn decode(kind: RbacKind, raw: Option<&serde_json::value::RawValue>) -> Result<RbacObject, String> {
-    let raw = raw.ok_or_else(|| format!("secretscope: the request carries no {kind} object"))?;
+/// A request's new object as the engine takes it: read from raw JSON, or already decoded.
+trait NewObject: Sized {
+    fn rbac(object: Option<Self>, kind: RbacKind) -> Result<RbacObject, String>;
+}
+
+impl NewObject for &RawValue {
+    fn rbac(object: Option<Self>, kind: RbacKind) -> Result<RbacObject, String> {
+        decode(kind, object)
+    }
+}
+
+impl NewObject for RbacObject {
+    fn rbac(object: Option<Self>, kind: RbacKind) -> Result<RbacObject, String> {
+        object.ok_or_else(|| no_object(kind))
+    }
+}
+
+fn no_object(kind: RbacKind) -> String {
+    format!("secretscope: the request carries no {kind} object")
+}
+
+fn decode(kind: RbacKind, raw: Option<&RawValue>) -> Result<RbacObject, String> {
+    let raw = raw.ok_or_else(|| no_object(kind))?;
     let mut de = serde_json::Deserializer::from_str(raw.get());
     RbacObject::decode(kind, &mut de).map_err(|e| format!("secretscope: cannot decode {kind}: {e}"))
 }
@@ -474,6 +521,20 @@ mod tests {
         Validator::new(Arc::new(Policy::default()), state)
     }
 
+    /// The review as it was judged before the object was decoded in the envelope's pass: the
+    /// envelope read with the object raw, the object decoded again.
+    fn two_pass(v: &Validator, body: &[u8]) -> Result<AdmissionResponse, String> {
+        AdmissionReview::<&RawValue>::parse(body)
+            .map(|req| v.decide(req, Vec::new(), false).response)
+            .map_err(|e| e.to_string())
+    }
+
+    fn one_pass(v: &Validator, body: &[u8]) -> Result<AdmissionResponse, String> {
+        v.review(body)
+            .map(|v| v.response)
+            .map_err(|e| e.to_string())
+    }
+
     const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"rbac.authorization.k8s.io","version":"v1","kind":"ClusterRoleBinding"},"operation":"CREATE","object":{"metadata":{"name":"x","labels":{"a":"b"}},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"User","name":"bob"}]}}}"#;
 
     proptest! {
@@ -491,9 +552,12 @@ mod tests {
         fn mutated_reviews_never_panic(at in 0..REVIEW.len(), byte in any::<u8>(), cut in any::<bool>()) {
             let mut body = REVIEW.as_bytes().to_vec();
             if cut { body.truncate(at) } else { body[at] = byte }
-            if let Ok(v) = validator().review(&body) {
+            let v = validator();
+            if let Ok(v) = v.review(&body) {
                 prop_assert!(!v.response.uid.is_empty() || body.windows(8).any(|w| w == b"\"uid\":\"\""));
             }
+            // Read once or twice, the same answer, errors included.
+            prop_assert_eq!(one_pass(&v, &body), two_pass(&v, &body));
         }
 
         #[test]
@@ -502,10 +566,90 @@ mod tests {
             replacement in proptest::sample::select(&["null", "1", "true", "[]", "{}", "\"s\"", "[[[]]]"][..]),
         ) {
             let body = REVIEW.replacen(&format!("\"{field}\":"), &format!("\"{field}\":{replacement},\"_{field}\":"), 1);
-            if let Ok(v) = validator().review(body.as_bytes()) {
+            let v = validator();
+            if let Ok(v) = v.review(body.as_bytes()) {
                 prop_assert_eq!(v.response.uid.as_str(), "u");
             }
+            prop_assert_eq!(one_pass(&v, body.as_bytes()), two_pass(&v, body.as_bytes()));
         }
+
+        /// Any RBAC kind's fields on any kind, null or of a wrong type: the one-pass read (all
+        /// four kinds' fields at once) answers as reading the kind itself does.
+        #[test]
+        fn one_pass_decodes_as_the_kind_itself(
+            kind in proptest::sample::select(&["ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"][..]),
+            field in proptest::sample::select(&["rules", "aggregationRule", "roleRef", "subjects", "metadata"][..]),
+            value in proptest::sample::select(&[
+                "null", "1", "[]", "{}", "\"s\"",
+                r#"[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"]}]"#,
+                r#"{"clusterRoleSelectors":[{"matchLabels":{"a":"b"}}]}"#,
+                r#"{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"}"#,
+                r#"[{"kind":"User","name":"bob"}]"#,
+            ][..]),
+        ) {
+            let body = format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"rbac.authorization.k8s.io","version":"v1","kind":"{kind}"}},"namespace":"ns","operation":"CREATE","object":{{"metadata":{{"name":"x","namespace":"ns"}},"{field}":{value}}}}}}}"#
+            );
+            let v = validator();
+            prop_assert_eq!(one_pass(&v, body.as_bytes()), two_pass(&v, body.as_bytes()));
+        }
+    }
+
+    /// Every RBAC object of the corpus, created and updated: the same answer read once or twice.
+    #[test]
+    fn one_pass_answers_the_corpus_as_two_passes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/rbac");
+        // The documents as written (every field, managedFields and all), and as the engine reads them.
+        let mut objects: Vec<(serde_json::Value, RbacObject)> = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("../shared/corpus/rbac") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                for (_, chunk) in crate::manifest::yaml_documents(&text) {
+                    let docs = serde_saphyr::from_multiple_with_options::<serde_json::Value>(
+                        chunk,
+                        crate::manifest::yaml_options(),
+                    )
+                    .unwrap_or_default();
+                    for doc in docs {
+                        if let Ok(Some(object)) = RbacObject::from_value(&doc) {
+                            objects.push((doc, object));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(objects.len() > 400, "{} objects", objects.len());
+        let mut state = ClusterState::with_builtins();
+        state.extend(objects.iter().map(|(_, o)| o.clone()));
+        let v = Validator::new(
+            Arc::new(Policy::default()),
+            Arc::new(StaticState(Arc::new(state))),
+        );
+        let mut denied = 0;
+        for (json, object) in &objects {
+            for (operation, old) in [
+                ("CREATE", serde_json::Value::Null),
+                ("UPDATE", json.clone()),
+            ] {
+                let body = serde_json::json!({
+                    "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "request": {"uid": "u", "operation": operation, "name": object.metadata().name,
+                        "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": object.kind().as_str()},
+                        "object": json, "oldObject": old}
+                })
+                .to_string();
+                let once = one_pass(&v, body.as_bytes());
+                denied += usize::from(once.as_ref().is_ok_and(|r| !r.allowed));
+                assert_eq!(
+                    once,
+                    two_pass(&v, body.as_bytes()),
+                    "{}",
+                    object.object_ref()
+                );
+            }
+        }
+        assert!(denied > 0);
     }
 
     /// A quick review decides exactly as a full one, and one that needs more than its budget

@@ -25,8 +25,8 @@ pub use evaluate::{
 pub use finding::{Finding, Route, RuleRef, Scope, Severity};
 pub use indirect::IndirectRoute;
 pub use model::{
-    ClusterRole, ClusterRoleBinding, ObjectRef, PolicyRule, RbacKind, RbacObject, Role,
-    RoleBinding, Subject, RBAC_GROUP,
+    AnyRbacObject, ClusterRole, ClusterRoleBinding, ObjectRef, PolicyRule, RbacKind, RbacObject,
+    Role, RoleBinding, Subject, RBAC_GROUP,
 };
 pub use secrets::{Reach, SecretsAccess, SecretsVerb};
 pub use state::ClusterState;

@@ -223,6 +223,56 @@ pub struct RoleBinding {
     pub subjects: Vec<Subject>,
 }
 
+/// The fields of all four kinds at once, for an object read before its kind is looked at: an
+/// AdmissionReview's object, decoded in the envelope's own pass rather than scanned as raw JSON
+/// and read again. Each field is decoded as the kind's own struct decodes it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnyRbacObject {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rules: Vec<PolicyRule>,
+    #[serde(default)]
+    pub aggregation_rule: Option<AggregationRule>,
+    #[serde(default)]
+    pub role_ref: Option<RoleRef>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub subjects: Vec<Subject>,
+}
+
+impl AnyRbacObject {
+    /// The object as `kind`; `None` for a binding without its required `roleRef` (decoding the
+    /// kind itself then says so).
+    pub fn into_kind(self, kind: RbacKind) -> Option<RbacObject> {
+        let Self {
+            metadata,
+            rules,
+            aggregation_rule,
+            role_ref,
+            subjects,
+        } = self;
+        Some(match kind {
+            RbacKind::ClusterRole => RbacObject::ClusterRole(ClusterRole {
+                metadata,
+                rules,
+                aggregation_rule,
+            }),
+            RbacKind::Role => RbacObject::Role(Role { metadata, rules }),
+            RbacKind::ClusterRoleBinding => RbacObject::ClusterRoleBinding(ClusterRoleBinding {
+                metadata,
+                role_ref: role_ref?,
+                subjects,
+            }),
+            RbacKind::RoleBinding => RbacObject::RoleBinding(RoleBinding {
+                metadata,
+                role_ref: role_ref?,
+                subjects,
+            }),
+        })
+    }
+}
+
 /// The four RBAC kinds secretscope judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum RbacKind {
