@@ -1,5 +1,5 @@
-# secretscope image: one static binary (musl; ring is its only C code), built from source with the
-# pinned lockfile, on an image with nothing else in it, run as non-root.
+# secretscope image: one static binary (musl; ring and mimalloc are its only C code), built from
+# source with the pinned lockfile, on an image with nothing else in it, run as non-root.
 #
 #   docker build -t registry.example.com/secretscope:0.1.0 .
 #   docker buildx build --platform linux/amd64,linux/arm64 --sbom=true --provenance=true \
@@ -7,7 +7,8 @@
 #
 # (Not built in this repository's CI: no container engine runs there.)
 FROM rust:1.95-alpine AS build
-# ring's assembly and C need a compiler and the musl headers; nothing else is linked.
+# ring's assembly and C, and mimalloc's C, need a compiler and the musl headers; nothing else is
+# linked. (mimalloc replaces musl's malloc, which is slow for a server's many small allocations.)
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -34,6 +34,10 @@ mod ceiling;
 
 use args::{benchmarking, flag};
 
+// The servers it runs itself (the ceilings and the kube-rs example) allocate as secretscope does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CEILING_ENV: &str = "SECRETSCOPE_LOAD_CEILING";
 
 struct Opts {

@@ -511,6 +511,10 @@ fn cluster_role_binding(
             ),
         }]);
     };
+    // A role that grants nothing to judge, whoever it is bound to: nothing to find.
+    if state.memo().is_harmless(role_name) {
+        return Ok(Vec::new());
+    }
     let rules = EffectiveRules::of_cluster_role(role, state, budget)?;
     let g = Grant {
         details: opts.name_details,
@@ -522,6 +526,9 @@ fn cluster_role_binding(
     let subjects = opts.granted_subjects(&crb.subjects);
     let mut out = Vec::new();
     let access = SecretsAccess::of(&rules);
+    if access.is_empty() && indirect_routes(&rules).is_empty() {
+        state.memo().remember_harmless(role_name);
+    }
     if !access.is_empty() {
         let mut f = if subjects.is_empty() {
             let mut f = g.secrets(&access, Severity::Info, Scope::ClusterWide);

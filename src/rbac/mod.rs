@@ -9,6 +9,7 @@ pub mod effective;
 pub mod evaluate;
 pub mod finding;
 pub mod indirect;
+mod memo;
 pub mod model;
 pub mod remediation;
 pub mod rule;

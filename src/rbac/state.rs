@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::builtin;
+use super::memo::RoleMemo;
 use super::model::{
     ClusterRole, ClusterRoleBinding, LabelSelector, ObjectRef, RbacKind, RbacObject, Role,
     RoleBinding, SelectorOperator,
@@ -32,6 +33,8 @@ pub struct ClusterState {
     bindings_by_role: HashMap<String, Vec<Arc<ClusterRoleBinding>>>,
     roles: HashMap<(String, String), Arc<Role>>,
     role_bindings: HashMap<(String, String), Arc<RoleBinding>>,
+    /// What reviews learnt of its ClusterRoles; forgotten on every change.
+    memo: RoleMemo,
 }
 
 fn namespaced_key(meta: &super::model::ObjectMeta) -> (String, String) {
@@ -70,6 +73,7 @@ impl ClusterState {
 
     /// Adds or replaces an object (by kind, namespace and name).
     pub fn insert(&mut self, object: RbacObject) {
+        self.memo.forget();
         match object {
             RbacObject::ClusterRole(cr) => {
                 let name = cr.metadata.name.clone();
@@ -121,6 +125,7 @@ impl ClusterState {
 
     /// Removes the object `r` names, if present.
     pub fn remove(&mut self, r: &ObjectRef) {
+        self.memo.forget();
         let key = || (r.namespace.clone().unwrap_or_default(), r.name.clone());
         match r.kind {
             RbacKind::ClusterRole => self.remove_cluster_role(&r.name),
@@ -136,6 +141,7 @@ impl ClusterState {
 
     /// Replaces every object of `kind` with `objects` (a watch re-list: what is not listed is gone).
     pub fn replace_kind(&mut self, kind: RbacKind, objects: Vec<RbacObject>) {
+        self.memo.forget();
         match kind {
             RbacKind::ClusterRole => {
                 self.cluster_roles.clear();
@@ -159,6 +165,7 @@ impl ClusterState {
     }
 
     pub fn remove_cluster_role(&mut self, name: &str) {
+        self.memo.forget();
         let Some(old) = self.cluster_roles.remove(name) else {
             return;
         };
@@ -185,6 +192,7 @@ impl ClusterState {
     }
 
     pub fn remove_cluster_role_binding(&mut self, name: &str) {
+        self.memo.forget();
         if let Some(old) = self.cluster_role_bindings.remove(name) {
             if let Some(list) = self.bindings_by_role.get_mut(&old.role_ref.name) {
                 list.retain(|b| b.metadata.name != name);
@@ -193,6 +201,11 @@ impl ClusterState {
                 }
             }
         }
+    }
+
+    /// Judgements of this state's ClusterRoles that reviews keep (see `memo`).
+    pub(super) fn memo(&self) -> &RoleMemo {
+        &self.memo
     }
 
     pub fn cluster_role(&self, name: &str) -> Option<&ClusterRole> {

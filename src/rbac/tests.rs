@@ -178,6 +178,50 @@ subjects: [{kind: ServiceAccount, name: bot, namespace: ci}]
     );
 }
 
+/// A binding of a harmless role is remembered as nothing to judge, per state: a role that joins
+/// the bound one later (by insert, by a copy's extend, by a re-list) is judged with it.
+#[test]
+fn a_remembered_harmless_role_is_judged_again_once_the_state_changes() {
+    let crb = one(r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: readers}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: User, name: bob}]
+"#);
+    let joins_view = one(r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: extra, labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
+"#);
+    let opts = EvalOptions::default();
+    let denied = |state: &ClusterState| {
+        let f = evaluate(&crb, state, &opts).expect("within budget");
+        severities(&f).contains(&(Severity::Deny, Route::Secrets))
+    };
+    let mut state = ClusterState::with_builtins();
+    // Twice: the second answer comes from the memo.
+    assert!(!denied(&state));
+    assert!(!denied(&state));
+    let mut copy = state.clone();
+    copy.extend([joins_view.clone()]);
+    assert!(denied(&copy));
+    state.insert(joins_view.clone());
+    assert!(denied(&state));
+
+    let mut relisted = ClusterState::with_builtins();
+    assert!(!denied(&relisted));
+    let mut roles: Vec<RbacObject> = ClusterState::with_builtins()
+        .cluster_roles()
+        .cloned()
+        .map(RbacObject::ClusterRole)
+        .collect();
+    roles.push(joins_view);
+    relisted.replace_kind(RbacKind::ClusterRole, roles);
+    assert!(denied(&relisted));
+}
+
 #[test]
 fn an_empty_aggregation_selector_pulls_in_cluster_admin() {
     let everything = r#"
