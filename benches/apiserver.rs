@@ -5,13 +5,17 @@
 //! certificate from the cluster CA.
 //!
 //! `--creates` (300) sequential ClusterRole CREATEs by the admin client (unique names, one harmless
-//! rule: get/list on configmaps; deleted after each phase, untimed) in each of three
+//! rule: get/list on configmaps; deleted after each phase, untimed) in each of four
 //! configurations, interleaved in `--rounds` (3) rounds of creates/rounds each, the order rotating
-//! per round so drift of a loaded machine falls on all three alike:
+//! per round so drift of a loaded machine falls on all four alike:
 //!
 //! - **none**: no admission webhook or policy;
-//! - **secretscope**: the ValidatingWebhookConfiguration of `deploy/base/webhooks.yaml` with only
+//! - **secretscope**: the ValidatingWebhookConfiguration it registers (`src/cluster/webhooks.yaml`) with only
 //!   `clientConfig` replaced (URL of the local secretscope, caBundle the cluster CA);
+//! - **kube-rs example**: kube-rs's admission controller example (benches/common/ceiling.rs: it
+//!   decodes `AdmissionReview<DynamicObject>`, denies objects labelled `illegal`, admits the rest),
+//!   served from this process, registered with the same rules and matchConditions: what any
+//!   webhook costs the API server, the floor for secretscope's added latency;
 //! - **CEL**: an equivalent ValidatingAdmissionPolicy + binding (admissionregistration.k8s.io/v1):
 //!   the same resources, operations and matchConditions, denying a rule that reaches core
 //!   Secrets (apiGroups "" or "*", resources secrets or "*", any verb) without resourceNames.
@@ -19,7 +23,7 @@
 //! After each switch the bench waits until a dry-run probe shows the configuration in effect and
 //! makes `--warmup` (10) untimed creates (connections to the webhook established), then times
 //! creates/rounds. Prints p50 and p99 per configuration, the added latency over **none**, and the
-//! ratio secretscope-added / CEL-added.
+//! ratios of secretscope-added to CEL-added and to kube-rs-example-added.
 //!
 //! `make bench-apiserver` (builds the control plane first), or `cargo bench --bench apiserver`
 //! (`-- --creates 300 --rounds 3 --warmup 10`). Without Go the control plane cannot be built: the
@@ -27,6 +31,8 @@
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/ceiling.rs"]
+mod ceiling;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/real_apiserver/mod.rs"]
@@ -67,9 +73,15 @@ enum Config {
     None,
     Secretscope,
     Cel,
+    KubeRs,
 }
 
-const CONFIGS: [Config; 3] = [Config::None, Config::Secretscope, Config::Cel];
+const CONFIGS: [Config; 4] = [
+    Config::None,
+    Config::Secretscope,
+    Config::Cel,
+    Config::KubeRs,
+];
 
 impl Config {
     fn label(self) -> &'static str {
@@ -77,6 +89,7 @@ impl Config {
             Config::None => "(a) no webhook",
             Config::Secretscope => "(b) secretscope webhook",
             Config::Cel => "(c) CEL ValidatingAdmissionPolicy",
+            Config::KubeRs => "(d) kube-rs example webhook",
         }
     }
 }
@@ -115,7 +128,23 @@ fn main() {
 async fn run(cp: &'static ControlPlane, creates: u64, rounds: u64, warmup: u64) {
     let ss = Secretscope::start(cp).await;
     let admin = cp.admin_client().await;
-    let webhook = webhook_configuration(&ss, &cp.ca_pem);
+    // The least any webhook costs the API server: the kube-rs example, served from this process
+    // on the same stack, registered with the same rules and matchConditions.
+    let files = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = cp.serving_cert(&["localhost", "127.0.0.1"]);
+    let (cert_file, key_file) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let example = ceiling::spawn(
+        ceiling::Ceiling::KubeRs,
+        &cert_file.display().to_string(),
+        &key_file.display().to_string(),
+    )
+    .expect("kube-rs example server");
+    let webhooks = Webhooks {
+        secretscope: webhook_configuration("secretscope", ss.port, &cp.ca_pem),
+        example: webhook_configuration("kube-rs-example", example.port(), &cp.ca_pem),
+    };
     let mut guard = Registered {
         kubectl: cp.kubectl(),
         armed: true,
@@ -134,7 +163,7 @@ async fn run(cp: &'static ControlPlane, creates: u64, rounds: u64, warmup: u64) 
             let i = (k + round as usize) % CONFIGS.len();
             let config = CONFIGS[i];
             let switch = Instant::now();
-            switch_to(&admin, config, &webhook).await;
+            switch_to(&admin, config, &webhooks).await;
             let switched = switch.elapsed();
             let prefix = format!("bench-{}-r{round}", i);
             let mut names = Vec::new();
@@ -160,7 +189,7 @@ async fn run(cp: &'static ControlPlane, creates: u64, rounds: u64, warmup: u64) 
             );
         }
     }
-    switch_to(&admin, Config::None, &webhook).await;
+    switch_to(&admin, Config::None, &webhooks).await;
     guard.disarm();
     drop(ss);
     report(&samples);
@@ -235,6 +264,7 @@ fn report(samples: &[Vec<Duration>]) {
     let added = |i: usize| (stats[i].0 - stats[0].0, stats[i].1 - stats[0].1);
     let (b50, b99) = added(1);
     let (c50, c99) = added(2);
+    let (d50, d99) = added(3);
     println!(
         "{:<38} {:>10} {:>10}",
         "added by secretscope (b - a)",
@@ -246,6 +276,12 @@ fn report(samples: &[Vec<Duration>]) {
         "added by CEL (c - a)",
         ms(c50),
         ms(c99)
+    );
+    println!(
+        "{:<38} {:>10} {:>10}",
+        "added by the kube-rs example (d - a)",
+        ms(d50),
+        ms(d99)
     );
     let ratio = |b: f64, c: f64| {
         if c > 0.0 {
@@ -260,35 +296,51 @@ fn report(samples: &[Vec<Duration>]) {
         ratio(b50, c50),
         ratio(b99, c99)
     );
+    println!(
+        "{:<38} {:>10} {:>10}",
+        "ratio secretscope / kube-rs-added",
+        ratio(b50, d50),
+        ratio(b99, d99)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Switching configurations
 
+/// The two webhook configurations the bench switches between.
+struct Webhooks {
+    secretscope: ValidatingWebhookConfiguration,
+    example: ValidatingWebhookConfiguration,
+}
+
+/// Registers `hook` when `want`, else removes it.
+async fn set_hook(
+    hooks: &Api<ValidatingWebhookConfiguration>,
+    hook: &ValidatingWebhookConfiguration,
+    want: bool,
+) {
+    let name = hook.metadata.name.clone().expect("webhook name");
+    if !want {
+        let _ = hooks.delete(&name, &DeleteParams::default()).await;
+    } else if hooks.get_opt(&name).await.expect("get webhook").is_none() {
+        hooks
+            .create(&PostParams::default(), hook)
+            .await
+            .expect("create ValidatingWebhookConfiguration");
+    }
+}
+
 /// Makes `config` the one in effect and waits until dry-run probes show it.
-async fn switch_to(admin: &Client, config: Config, webhook: &ValidatingWebhookConfiguration) {
+async fn switch_to(admin: &Client, config: Config, webhooks: &Webhooks) {
     let hooks: Api<ValidatingWebhookConfiguration> = Api::all(admin.clone());
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(admin.clone());
     let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(admin.clone());
-    let hook_name = webhook.metadata.name.clone().expect("webhook name");
     let want_hook = config == Config::Secretscope;
+    let want_example = config == Config::KubeRs;
     let want_cel = config == Config::Cel;
     let dp = DeleteParams::default();
-    if want_hook {
-        if hooks
-            .get_opt(&hook_name)
-            .await
-            .expect("get webhook")
-            .is_none()
-        {
-            hooks
-                .create(&PostParams::default(), webhook)
-                .await
-                .expect("create ValidatingWebhookConfiguration");
-        }
-    } else {
-        let _ = hooks.delete(&hook_name, &dp).await;
-    }
+    set_hook(&hooks, &webhooks.secretscope, want_hook).await;
+    set_hook(&hooks, &webhooks.example, want_example).await;
     if want_cel {
         if policies.get_opt(CEL_NAME).await.expect("get VAP").is_none() {
             policies
@@ -314,12 +366,13 @@ async fn switch_to(admin: &Client, config: Config, webhook: &ValidatingWebhookCo
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (hook, cel) = (hook_in_effect(admin).await, cel_in_effect(admin).await);
-        if hook == want_hook && cel == want_cel {
+        let example = example_in_effect(admin).await;
+        if hook == want_hook && cel == want_cel && example == want_example {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{config:?} not in effect after 30s (webhook in effect: {hook}, CEL in effect: {cel})"
+            "{config:?} not in effect after 30s (webhook in effect: {hook}, CEL in effect: {cel}, kube-rs example in effect: {example})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -338,6 +391,21 @@ async fn hook_in_effect(admin: &Client) -> bool {
         Ok(_) => false,
         Err(e) if e.to_string().contains("secretscope") => true,
         Err(e) => panic!("webhook probe: unexpected {e}"),
+    }
+}
+
+/// A dry-run ClusterRole labelled `illegal`, which the kube-rs example denies.
+async fn example_in_effect(admin: &Client) -> bool {
+    let api: Api<ClusterRole> = Api::all(admin.clone());
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "bench-probe", "labels": {"illegal": "yes"}},
+        "rules": [],
+    }))
+    .expect("probe");
+    match api.create(&dry_run(), &role).await {
+        Ok(_) => false,
+        Err(e) if e.to_string().contains("illegal") => true,
+        Err(e) => panic!("kube-rs example probe: unexpected {e}"),
     }
 }
 
@@ -363,13 +431,13 @@ fn dry_run() -> PostParams {
     }
 }
 
-/// The ValidatingWebhookConfiguration of `deploy/base/webhooks.yaml`, `clientConfig` replaced.
-fn webhook_configuration(ss: &Secretscope, ca_pem: &str) -> ValidatingWebhookConfiguration {
-    let text = std::fs::read_to_string(repo().join("deploy/base/webhooks.yaml")).unwrap();
+/// The ValidatingWebhookConfiguration secretscope registers (`src/cluster/webhooks.yaml`), `clientConfig` replaced.
+fn webhook_configuration(name: &str, port: u16, ca_pem: &str) -> ValidatingWebhookConfiguration {
+    let text = std::fs::read_to_string(repo().join("src/cluster/webhooks.yaml")).unwrap();
     let mut doc = yaml_documents(&text)
         .into_iter()
         .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
-        .expect("a ValidatingWebhookConfiguration in deploy/base/webhooks.yaml");
+        .expect("a ValidatingWebhookConfiguration in src/cluster/webhooks.yaml");
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     for hook in doc["webhooks"].as_array_mut().expect("webhooks") {
         let path = hook["clientConfig"]["service"]["path"]
@@ -377,10 +445,11 @@ fn webhook_configuration(ss: &Secretscope, ca_pem: &str) -> ValidatingWebhookCon
             .expect("clientConfig.service.path")
             .to_string();
         hook["clientConfig"] = json!({
-            "url": format!("https://127.0.0.1:{}{path}", ss.port),
+            "url": format!("https://127.0.0.1:{port}{path}"),
             "caBundle": ca,
         });
     }
+    doc["metadata"]["name"] = json!(name);
     serde_json::from_value(doc).expect("ValidatingWebhookConfiguration")
 }
 
@@ -437,6 +506,7 @@ impl Drop for Registered {
             "delete",
             "--ignore-not-found",
             "validatingwebhookconfiguration/secretscope",
+            "validatingwebhookconfiguration/kube-rs-example",
             &format!("validatingadmissionpolicybinding/{CEL_NAME}"),
             &format!("validatingadmissionpolicy/{CEL_NAME}"),
         ]);

@@ -62,10 +62,12 @@ async fn answer(
     Ok(resp)
 }
 
-/// The kube-rs example's handler, minus its label mutation (every review here is admitted).
+/// The kube-rs example's handler as a validating webhook: it denies an object labelled
+/// `illegal` and admits the rest (the example's label patch left out: nothing here mutates).
 fn kube_rs_example(body: &[u8]) -> Vec<u8> {
     use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
     use kube::core::DynamicObject;
+    use kube::core::ResourceExt;
     let review = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
         Ok(r) => r,
         Err(e) => {
@@ -74,7 +76,15 @@ fn kube_rs_example(body: &[u8]) -> Vec<u8> {
         }
     };
     let response = match TryInto::<AdmissionRequest<DynamicObject>>::try_into(review) {
-        Ok(req) => AdmissionResponse::from(&req),
+        Ok(req) => {
+            let res = AdmissionResponse::from(&req);
+            match &req.object {
+                Some(obj) if obj.labels().contains_key("illegal") => {
+                    res.deny("Resource contains 'illegal' label")
+                }
+                _ => res,
+            }
+        }
         Err(e) => AdmissionResponse::invalid(e),
     };
     serde_json::to_vec(&response.into_review()).unwrap_or_default()
@@ -83,6 +93,30 @@ fn kube_rs_example(body: &[u8]) -> Vec<u8> {
 /// Serves `kind` on 127.0.0.1 (any port) until killed; announces `{"addr":"..."}` on stderr as
 /// secretscope's JSON log does, so one reader finds both.
 pub fn serve(kind: Ceiling, cert: &str, key: &str) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    eprintln!("{{\"addr\":\"{}\"}}", listener.local_addr()?);
+    run(kind, cert, key, listener)
+}
+
+/// Serves `kind` from a thread of this process (as long as it lives); returns the address.
+pub fn spawn(kind: Ceiling, cert: &str, key: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let (cert, key) = (cert.to_string(), key.to_string());
+    std::thread::spawn(move || {
+        if let Err(e) = run(kind, &cert, &key, listener) {
+            eprintln!("{kind:?} server stopped: {e}");
+        }
+    });
+    Ok(addr)
+}
+
+fn run(
+    kind: Ceiling,
+    cert: &str,
+    key: &str,
+    listener: std::net::TcpListener,
+) -> anyhow::Result<()> {
     let files = secretscope::server::tls::TlsFiles {
         cert: cert.into(),
         key: key.into(),
@@ -93,8 +127,8 @@ pub fn serve(kind: Ceiling, cert: &str, key: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        eprintln!("{{\"addr\":\"{}\"}}", listener.local_addr()?);
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         loop {
             let Ok((tcp, _)) = secretscope::server::conn::accept(&listener).await else {
