@@ -129,18 +129,11 @@ async fn run(cp: &'static ControlPlane, creates: u64, rounds: u64, warmup: u64) 
     let ss = Secretscope::start(cp).await;
     let admin = cp.admin_client().await;
     // The least any webhook costs the API server: the kube-rs example, served from this process
-    // on the same stack, registered with the same rules and matchConditions.
-    let files = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = cp.serving_cert(&["localhost", "127.0.0.1"]);
-    let (cert_file, key_file) = (files.path().join("tls.crt"), files.path().join("tls.key"));
-    std::fs::write(&cert_file, cert).unwrap();
-    std::fs::write(&key_file, key).unwrap();
-    let example = ceiling::spawn(
-        ceiling::Ceiling::KubeRs,
-        &cert_file.display().to_string(),
-        &key_file.display().to_string(),
-    )
-    .expect("kube-rs example server");
+    // on the same stack with secretscope's serving pair, registered with the same rules and
+    // matchConditions.
+    let pair = |n: &str| ss.files.path().join(n).display().to_string();
+    let example = ceiling::spawn(ceiling::Ceiling::KubeRs, &pair("tls.crt"), &pair("tls.key"))
+        .expect("kube-rs example server");
     let webhooks = Webhooks {
         secretscope: webhook_configuration("secretscope", ss.port, &cp.ca_pem),
         example: webhook_configuration("kube-rs-example", example.port(), &cp.ca_pem),
@@ -537,7 +530,8 @@ struct Secretscope {
     pid: u32,
     port: u16,
     log: PathBuf,
-    _files: tempfile::TempDir,
+    /// Its kubeconfig, policy and serving pair (tls.crt, tls.key), which the example reuses.
+    files: tempfile::TempDir,
 }
 
 impl Secretscope {
@@ -581,7 +575,7 @@ impl Secretscope {
             pid,
             port,
             log,
-            _files: files,
+            files,
         };
         let http = common::client(cp.ca_pem.as_bytes(), &[b"http/1.1"], None);
         let url = format!("https://127.0.0.1:{port}/readyz");

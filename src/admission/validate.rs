@@ -86,39 +86,40 @@ impl Validator {
     /// Decodes a request body and decides it. `Err` only for bodies that are not a usable
     /// AdmissionReview (HTTP 400); everything else, bad objects included, gets a response.
     pub fn review(&self, body: &[u8]) -> Result<Verdict, ReviewError> {
-        self.judge(body, Vec::new(), false)
+        self.read_and_decide(body, Vec::new(), false)
     }
 
     /// `review` within `QUICK_WORK_LIMIT` steps: `None` when judging needs more (the caller then
     /// reviews it with the full budget, where a deadline can cut it short).
     pub fn review_quick(&self, body: &[u8]) -> Result<Option<Verdict>, ReviewError> {
-        let verdict = self.judge(body, Vec::new(), true)?;
+        let verdict = self.read_and_decide(body, Vec::new(), true)?;
         Ok((!verdict.over_budget).then_some(verdict))
     }
 
     /// Reviews `body` again with `live` objects (read from the API server after a cache miss)
     /// added to the state. Clones the state, which is fine for this rare path.
     pub fn review_with(&self, body: &[u8], live: Vec<RbacObject>) -> Result<Verdict, ReviewError> {
-        self.judge(body, live, false)
+        self.read_and_decide(body, live, false)
     }
 
     /// Reads the body once, the object decoded in the envelope's own pass; a body that pass
     /// cannot take (a malformed object, a binding without roleRef, not an envelope at all) is
     /// read again with the object kept raw, so the answer says exactly what is wrong.
-    fn judge(
+    fn read_and_decide(
         &self,
         body: &[u8],
         live: Vec<RbacObject>,
         quick: bool,
     ) -> Result<Verdict, ReviewError> {
         if let Ok(mut req) = AdmissionReview::<AnyRbacObject>::parse(body) {
-            let new = match (req.object.take(), RbacKind::from_kind(&req.kind.kind)) {
-                (Some(object), Some(kind)) => object.into_kind(kind).map(Some),
-                // Nothing to decode: the request is judged (or refused) by its envelope.
-                _ => Some(None),
-            };
-            if let Some(new) = new {
-                return Ok(self.decide(req.with_object(new), live, quick));
+            match (req.object.take(), RbacKind::from_kind(&req.kind.kind)) {
+                (Some(object), Some(kind)) => {
+                    if let Some(new) = object.into_kind(kind) {
+                        return Ok(self.decide(req.with_object(Some(new)), live, quick));
+                    }
+                }
+                // No object, or not an RBAC kind: judged (or refused) by the envelope alone.
+                _ => return Ok(self.decide(req.with_object(None::<RbacObject>), live, quick)),
             }
         }
         let req: AdmissionRequest<'_> = AdmissionReview::parse(body)?;

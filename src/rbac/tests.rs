@@ -201,14 +201,20 @@ rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
         severities(&f).contains(&(Severity::Deny, Route::Secrets))
     };
     let mut state = ClusterState::with_builtins();
-    // Twice: the second answer comes from the memo.
+    assert!(!state.memo().is_harmless("view"));
     assert!(!denied(&state));
+    // Remembered: the second answer comes from the memo.
+    assert!(state.memo().is_harmless("view"));
     assert!(!denied(&state));
     let mut copy = state.clone();
+    assert!(!copy.memo().is_harmless("view"));
     copy.extend([joins_view.clone()]);
     assert!(denied(&copy));
     state.insert(joins_view.clone());
+    assert!(!state.memo().is_harmless("view"));
     assert!(denied(&state));
+    // A role found to grant Secrets is never remembered as harmless.
+    assert!(!state.memo().is_harmless("view"));
 
     let mut relisted = ClusterState::with_builtins();
     assert!(!denied(&relisted));

@@ -301,15 +301,15 @@ fn bad_review(app: &App, e: &ReviewError, bytes: usize) -> Response {
     (StatusCode::BAD_REQUEST, format!("secretscope: {e}\n")).into_response()
 }
 
-/// The review, confirmed live where the cache may lag behind a write made a moment ago: a
-/// binding whose ClusterRole the cache lacks, and a Secrets ClusterRole the cache shows unbound.
-/// Anything that cannot be confirmed is denied (fail closed).
 /// Bodies up to this size are first judged right on the async worker, within the quick work
 /// budget: handing every review to the blocking pool cost ~2.8 context switches per review and
 /// most of the throughput (README "Performance"). Anything larger, or needing more work, goes to
 /// the pool, where `--review-deadline` can answer before judging ends.
 const QUICK_MAX_BODY: usize = 64 * 1024;
 
+/// The review, confirmed live where the cache may lag behind a write made a moment ago: a
+/// binding whose ClusterRole the cache lacks, and a Secrets ClusterRole the cache shows unbound.
+/// Anything that cannot be confirmed is denied (fail closed).
 async fn review(app: &Arc<App>, body: Bytes) -> Result<Verdict, Unjudged> {
     let quick = if body.len() <= QUICK_MAX_BODY {
         app.validator.review_quick(&body)?
