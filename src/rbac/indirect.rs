@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::effective::EffectiveRules;
-use super::rule::{name_coverage, NameCoverage, ResourceRequest};
+use super::rule::{name_coverage, resource_name_matches, NameCoverage, ResourceRequest};
 use super::secrets::Names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -350,9 +350,7 @@ fn named_role_grant<'a>(rules: &EffectiveRules<'a>) -> Option<OpenRoute<'a>> {
                 let req = ResourceRequest::new(verb, RBAC, resource);
                 match name_coverage(sr.rule, &req) {
                     NameCoverage::All => true,
-                    NameCoverage::Named => {
-                        name.is_empty() || sr.rule.resource_names.iter().any(|n| n == name)
-                    }
+                    NameCoverage::Named => name.is_empty() || resource_name_matches(sr.rule, name),
                     NameCoverage::None => false,
                 }
             })

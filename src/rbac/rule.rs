@@ -457,21 +457,90 @@ mod tests {
         assert_eq!(name_coverage(&all, &secrets("create")), NameCoverage::All);
     }
 
-    proptest::proptest! {
-        /// `same` is `==`, and `resource_matches` is the authorizer's reading spelled with
-        /// plain string equality, over strings that share prefixes, slashes and non-ASCII bytes.
+    use proptest::prelude::*;
+
+    /// Short strings over the wildcard, a slash, both cases, and 2-, 3- and 4-byte characters.
+    const ALPHABET: &str = "[*/sSé€𝄞]{0,4}";
+
+    /// `s`, or `s` with one character replaced, inserted or removed: the near misses a byte
+    /// comparison must still tell apart.
+    fn near(s: String) -> impl Strategy<Value = String> {
+        let n = s.chars().count();
+        let c = proptest::sample::select(vec!['s', 'S', '/', '*', 'é', '€', '𝄞']);
+        (0..=n, 0..4u8, c).prop_map(move |(i, op, c)| {
+            let mut v: Vec<char> = s.chars().collect();
+            match op {
+                1 if i < v.len() => v[i] = c,
+                2 => v.insert(i, c),
+                3 if i < v.len() => {
+                    v.remove(i);
+                }
+                _ => {}
+            }
+            v.into_iter().collect()
+        })
+    }
+
+    /// A request's resource and subresource, and a rule resource built to (nearly) match them.
+    fn resource_case() -> impl Strategy<Value = (String, String, String)> {
+        (ALPHABET, ALPHABET).prop_flat_map(|(a, b)| {
+            let shapes = vec![
+                "*".to_string(),
+                a.clone(),
+                format!("{a}/{b}"),
+                format!("*/{b}"),
+                format!("{a}{b}"),
+                format!("{a}/"),
+            ];
+            let r = proptest::sample::select(shapes).prop_flat_map(near);
+            (Just(a), Just(b), r)
+        })
+    }
+
+    /// `resource_matches` as written before `same`, with `str`'s own comparisons.
+    fn resource_matches_with_str_eq(r: &str, resource: &str, subresource: &str) -> bool {
+        if r == ALL {
+            return true;
+        }
+        if subresource.is_empty() {
+            return r == resource;
+        }
+        let exact = r.len() == resource.len() + 1 + subresource.len()
+            && r.starts_with(resource)
+            && r.as_bytes()[resource.len()] == b'/'
+            && r.ends_with(subresource);
+        exact || r.strip_prefix("*/") == Some(subresource)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// `same` is `==`, and `resource_matches` agrees with the authorizer's reading spelled
+        /// in plain string equality and with its own earlier `str ==` form, on rule resources
+        /// built to match the request or to miss it by one character.
         #[test]
-        fn matching_is_plain_string_equality(
-            a in "[*/sé]{0,4}",
-            b in "[*/sé]{0,4}",
-            r in "[*/sé]{0,6}",
-        ) {
-            proptest::prop_assert_eq!(same(&a, &b), a == b);
+        fn resources_match_by_plain_string_equality((a, b, r) in resource_case()) {
+            prop_assert_eq!(same(&a, &r), a == r);
             let rule = PolicyRule::of(&["get"], &[""], &[r.as_str()], &[]);
             let reference = r == "*"
                 || (b.is_empty() && r == a)
                 || (!b.is_empty() && (r == format!("{a}/{b}") || r == format!("*/{b}")));
-            proptest::prop_assert_eq!(resource_matches(&rule, &a, &b), reference);
+            prop_assert_eq!(resource_matches(&rule, &a, &b), reference);
+            prop_assert_eq!(reference, resource_matches_with_str_eq(&r, &a, &b));
+        }
+
+        /// Verbs, groups and names: a request value equal to, or one character off, a rule's.
+        #[test]
+        fn verbs_groups_and_names_match_by_plain_string_equality(
+            (x, y, q) in (ALPHABET, ALPHABET)
+                .prop_flat_map(|(x, y)| (Just(x.clone()), Just(y), near(x)))
+        ) {
+            let listed = [x.as_str(), y.as_str()];
+            let rule = PolicyRule::of(&listed, &listed, &["pods"], &listed);
+            let granted = listed.iter().any(|v| *v == "*" || *v == q);
+            prop_assert_eq!(verb_matches(&rule, &q), granted);
+            prop_assert_eq!(api_group_matches(&rule, &q), granted);
+            prop_assert_eq!(resource_name_matches(&rule, &q), listed.contains(&q.as_str()));
         }
     }
 }
