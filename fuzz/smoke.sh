@@ -6,6 +6,7 @@
 #   FUZZ_SECONDS=10 make fuzz-smoke          # the CI smoke
 #   FUZZ_TARGETS="engine policy" make fuzz-smoke
 #   FUZZ_SANITIZER=none make fuzz-smoke      # faster, no AddressSanitizer
+#   fuzz/smoke.sh --build-only               # `make fuzz-build`: build them, run nothing
 set -euo pipefail
 fuzz="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$fuzz"
@@ -40,6 +41,7 @@ max_len() {
 for t in $targets; do
     "${fuzz_cmd[@]}" build --sanitizer "$sanitizer" "$t"
 done
+[ "${1:-}" = "--build-only" ] && exit 0
 
 # The binaries are run directly rather than through `cargo fuzz run`, which would rebuild them
 # (and everything under src/) if a source file changed meanwhile.

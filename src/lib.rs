@@ -4,12 +4,15 @@
 //! options; [`tenancy`] plans what a tenancy namespace holds (also pure); [`admission`]
 //! translates AdmissionReviews to engine calls; [`cluster`] owns all API-server I/O; [`manifest`]
 //! reads manifests for `check` and standalone state; [`server`] serves HTTPS; [`cli`] is the edge.
+//! `cluster`, `server` and the commands that use them are the `serve` feature (on by default).
 
 pub mod admission;
 pub mod cli;
+#[cfg(feature = "serve")]
 pub mod cluster;
 pub mod manifest;
 pub mod policy;
 pub mod rbac;
+#[cfg(feature = "serve")]
 pub mod server;
 pub mod tenancy;

@@ -124,8 +124,8 @@ fn ca_bundle(args: &ManifestsArgs) -> anyhow::Result<String> {
     let pem = base64::engine::general_purpose::STANDARD
         .decode(&bundle)
         .context("--ca-bundle is not base64")?;
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("the caBundle holds no valid PEM certificate: {e}"))?;
     if certs.is_empty() {

@@ -1,13 +1,16 @@
 //! The command line: `serve`, `check`, `certs`.
 
+#[cfg(feature = "serve")]
 pub mod audit;
 pub mod cases;
+#[cfg(feature = "serve")]
 pub mod certs;
 pub mod check;
 pub mod fix;
 pub mod manifests;
 pub mod policyreport;
 pub mod sarif;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod sources;
 
@@ -38,6 +41,7 @@ pub enum Command {
     /// Serve the admission webhook over HTTPS.
     // Help for flags whose doc comments live in files this module's owner does not edit;
     // move them to the field doc comments there when convenient.
+    #[cfg(feature = "serve")]
     #[command(
         mut_arg("listen", |a| a.help("Address to serve HTTPS on")),
         mut_arg("lease_name", |a| a.help("Name of the leader-election Lease"))
@@ -53,8 +57,10 @@ pub enum Command {
     Test(cases::TestArgs),
     /// List every subject with cluster-wide Secrets access in the current cluster; exit 0 none
     /// outside the exemptions, 1 some, 2 the cluster could not be read.
+    #[cfg(feature = "serve")]
     Audit(audit::AuditArgs),
     /// Write a development CA and serving certificate.
+    #[cfg(feature = "serve")]
     Certs(certs::CertsArgs),
     /// Print the plain install (deploy/base with the serving Secret and caBundle) as YAML.
     #[command(mut_arg("tls_key", |a| a.help("The serving key for the secretscope-tls Secret (with --tls-cert)")))]
@@ -116,6 +122,7 @@ impl Command {
     /// their own errors in one line, so only warnings, and none of kube-client's copies of them.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
+            #[cfg(feature = "serve")]
             Self::Serve(_) => "info",
             _ => "warn,kube_client=off",
         }
