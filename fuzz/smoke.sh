@@ -37,11 +37,11 @@ max_len() {
     esac
 }
 
-"$fuzz/seed.sh"
 for t in $targets; do
     "${fuzz_cmd[@]}" build --sanitizer "$sanitizer" "$t"
 done
 [ "${1:-}" = "--build-only" ] && exit 0
+"$fuzz/seed.sh"
 
 # The binaries are run directly rather than through `cargo fuzz run`, which would rebuild them
 # (and everything under src/) if a source file changed meanwhile.
