@@ -37,7 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use super::metrics::Metrics;
@@ -211,7 +211,7 @@ impl Server {
         tcp: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-        phase: watch::Receiver<Phase>,
+        mut phase: watch::Receiver<Phase>,
     ) {
         let _permit = permit;
         let _open = OpenConnection::new(&self.metrics);
@@ -248,94 +248,53 @@ impl Server {
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
 
-        // The clock and the server's phase are watched by a task of their own: polled beside
-        // the connection, they would be polled on every one of its wakes (a few per request),
-        // and the phase's watch takes a lock shared by every connection each time.
-        let (orders, mut ordered) = mpsc::channel(2);
-        tokio::spawn(watchdog(state, limits, phase, orders, peer));
+        // The connection's clock: woken at least every `period`, each wake computes the exact
+        // next deadline from the state, so no per-request timer or wake-up is needed.
+        let period = limits.header_timeout.min(limits.idle_timeout);
+        let mut close_by: Option<Instant> = None;
+        let mut told_to_close = false;
         loop {
+            let now = Instant::now();
+            let wake = match close_by {
+                Some(t) => t,
+                None => match state.next_deadline(&limits) {
+                    Some((t, _)) => t.min(now + period),
+                    None => now + period,
+                },
+            };
             tokio::select! {
-                biased;
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     return;
                 }
-                Some(order) = ordered.recv() => match order {
-                    Order::Shutdown => conn.as_mut().graceful_shutdown(),
-                    Order::Drop => return,
-                },
-            }
-        }
-    }
-}
-
-/// What a connection's watchdog tells it.
-#[derive(Debug)]
-enum Order {
-    /// Finish the requests in flight, then close (HTTP/2: GOAWAY).
-    Shutdown,
-    /// Close now.
-    Drop,
-}
-
-/// A connection's clock: woken at least every `period`, each wake computes the exact next
-/// deadline from the state, so no per-request timer or wake-up is needed. Ends when the
-/// connection does (its receiver dropped) or after ordering it dropped.
-async fn watchdog(
-    state: Arc<ConnState>,
-    limits: Limits,
-    mut phase: watch::Receiver<Phase>,
-    orders: mpsc::Sender<Order>,
-    peer: SocketAddr,
-) {
-    let period = limits.header_timeout.min(limits.idle_timeout);
-    let mut close_by: Option<Instant> = None;
-    let mut told_to_close = false;
-    loop {
-        let now = Instant::now();
-        let wake = match close_by {
-            Some(t) => t,
-            None => match state.next_deadline(&limits) {
-                Some((t, _)) => t.min(now + period),
-                None => now + period,
-            },
-        };
-        let order = tokio::select! {
-            () = orders.closed() => return,
-            () = tokio::time::sleep_until(wake.into()) => {
-                if close_by.is_some_and(|t| Instant::now() >= t) {
-                    tracing::debug!(%peer, "connection did not close in time; dropped");
-                    Order::Drop
-                } else {
+                () = tokio::time::sleep_until(wake.into()) => {
+                    if close_by.is_some_and(|t| Instant::now() >= t) {
+                        tracing::debug!(%peer, "connection did not close in time; dropped");
+                        return;
+                    }
                     match state.next_deadline(&limits) {
                         Some((t, Expiry::Header)) if close_by.is_none() && Instant::now() >= t => {
                             tracing::debug!(%peer, "request head not complete within --header-timeout of its first byte; connection closed");
-                            Order::Drop
+                            return;
                         }
                         Some((t, Expiry::Idle)) if close_by.is_none() && Instant::now() >= t => {
                             tracing::debug!(%peer, h2 = state.h2.load(Ordering::Relaxed), "idle for --idle-timeout; closing");
+                            conn.as_mut().graceful_shutdown();
                             close_by = Some(Instant::now() + limits.header_timeout);
-                            Order::Shutdown
                         }
-                        _ => continue,
+                        _ => {}
+                    }
+                }
+                () = closing(&mut phase), if !told_to_close => {
+                    told_to_close = true;
+                    if close_by.is_none() {
+                        // Bounded by the server's shutdown grace, after which the process exits.
+                        conn.as_mut().graceful_shutdown();
                     }
                 }
             }
-            () = closing(&mut phase), if !told_to_close => {
-                told_to_close = true;
-                if close_by.is_some() {
-                    continue;
-                }
-                // Bounded by the server's shutdown grace, after which the process exits.
-                Order::Shutdown
-            }
-        };
-        let drop = matches!(order, Order::Drop);
-        // Two orders at most ever (a shutdown, then a drop), so the channel never fills.
-        if orders.try_send(order).is_err() || drop {
-            return;
         }
     }
 }
