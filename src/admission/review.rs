@@ -90,6 +90,8 @@ pub struct AdmissionRequest<'a, O = &'a RawValue> {
 pub enum ReviewError {
     #[error("body is not an AdmissionReview: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("body is not an AdmissionReview: JSON must be UTF-8 and is not at byte offset {}", .0.valid_up_to())]
+    Utf8(#[from] std::str::Utf8Error),
     #[error("apiVersion {0:?} is not supported; send admission.k8s.io/v1 (admissionReviewVersions: [v1])")]
     ApiVersion(String),
     #[error("kind {0:?} is not AdmissionReview")]
@@ -111,7 +113,11 @@ pub const MAX_UID: usize = 128;
 impl<'a, O: Deserialize<'a>> AdmissionReview<'a, O> {
     /// Decodes and checks the envelope; the error says what is wrong with the body.
     pub fn parse(body: &'a [u8]) -> Result<AdmissionRequest<'a, O>, ReviewError> {
-        let review: AdmissionReview<'a, O> = serde_json::from_slice(body)?;
+        // The whole body is checked for UTF-8 once (RFC 8259 requires it; the API server's
+        // encoder makes it so): reading from `&str` spares serde_json a check per string, about a
+        // tenth of what decoding a review costs (benches/profile.sh).
+        let body = std::str::from_utf8(body)?;
+        let review: AdmissionReview<'a, O> = serde_json::from_str(body)?;
         let clipped = |s: &str| crate::rbac::text::clip(s, 64).into_owned();
         if review.api_version != API_VERSION {
             return Err(ReviewError::ApiVersion(clipped(&review.api_version)));
@@ -255,8 +261,10 @@ mod tests {
 
     #[test]
     fn envelope_errors_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 6] = [
             (b"not json", "body is not an AdmissionReview"),
+            // Invalid UTF-8 where serde_json alone would not look (a skipped field's string).
+            (b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\",\"skipped\":\"\xff\"}", "not at byte offset 72"),
             (br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Role"},"operation":"CREATE"}}"#, "admissionReviewVersions"),
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#, "is not AdmissionReview"),
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "no request"),
