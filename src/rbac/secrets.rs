@@ -6,7 +6,9 @@ use std::fmt;
 use serde::Serialize;
 
 use super::effective::{EffectiveRules, SourcedRule};
-use super::rule::{name_coverage, NameCoverage, ResourceRequest};
+use super::rule::{
+    api_group_matches, name_coverage, resource_matches, NameCoverage, ResourceRequest,
+};
 
 /// The verbs that touch Secret contents. Reads exfiltrate; writes tamper, and every write
 /// response carries the stored object back, so a write verb leaks contents too.
@@ -136,10 +138,22 @@ impl<'a> SecretsAccess<'a> {
     pub fn of(rules: &EffectiveRules<'a>) -> Self {
         let mut access = Self::default();
         let mut granting = BTreeSet::new();
+        // Only rules that reach core `secrets` can grant a verb on them: found once, not once
+        // per verb (most roles have none, and then no verb is tried at all).
+        let reaching: Vec<(usize, &SourcedRule)> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, sr)| {
+                api_group_matches(sr.rule, "") && resource_matches(sr.rule, "secrets", "")
+            })
+            .collect();
+        if reaching.is_empty() {
+            return access;
+        }
         for verb in SecretsVerb::ALL {
             let req = ResourceRequest::new(verb.as_str(), "", "secrets");
             let mut reach: Option<Reach> = None;
-            for (i, SourcedRule { rule, .. }) in rules.iter().enumerate() {
+            for &(i, SourcedRule { rule, .. }) in &reaching {
                 match name_coverage(rule, &req) {
                     NameCoverage::None => continue,
                     NameCoverage::All => reach = Some(Reach::All),
