@@ -213,6 +213,30 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
         .unwrap_or_default()
         .contains("body is not an AdmissionReview"));
 
+    // Invalid UTF-8 in a field secretscope skips unread: still not JSON, so refused.
+    let mut skipped = review("CREATE", Some(&object(BIND_BOB)), None);
+    skipped["request"]["options"] = "@skipped@".into();
+    let mut bytes = serde_json::to_vec(&skipped).expect("encode");
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"@skipped@")
+        .expect("marker");
+    bytes[at] = 0xff;
+    let r = c
+        .post(wh.url("/validate"))
+        .body(bytes)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        text.contains(&format!(
+            "JSON must be UTF-8 and is not at byte offset {at}"
+        )),
+        "{text}"
+    );
+
     let mut v1beta1 = review("CREATE", Some(&object(BIND_BOB)), None);
     v1beta1["apiVersion"] = "admission.k8s.io/v1beta1".into();
     let r = c
