@@ -280,6 +280,9 @@ const fn verb_bit(verb: &str) -> u32 {
     0
 }
 
+/// `a == b` where a `const fn` needs it (`str`'s `==` is not const). `rule::same` stays the
+/// runtime comparison: its iterator form measured 1% fewer instructions per review than a
+/// `const` loop.
 const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
