@@ -191,27 +191,24 @@ async fn strict_scope_denies_an_unbound_secrets_clusterrole() {
 async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
     let wh = Webhook::start(STATE, "", &[]);
     let c = wh.client();
-    let big = vec![b' '; 3 * 1024 * 1024 + 1];
-    let r = c
-        .post(wh.url("/validate"))
-        .body(big)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 413);
+    // Status and text of a raw body POSTed as the API server posts a review.
+    let post = |body: Vec<u8>| {
+        let request = c
+            .post(wh.url("/validate"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.expect("send");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
 
-    let r = c
-        .post(wh.url("/validate"))
-        .body("{not json")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 400);
-    assert!(r
-        .text()
-        .await
-        .unwrap_or_default()
-        .contains("body is not an AdmissionReview"));
+    let (status, _) = post(vec![b' '; 3 * 1024 * 1024 + 1]).await;
+    assert_eq!(status, 413);
+
+    let (status, text) = post(b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("body is not an AdmissionReview"), "{text}");
 
     // Invalid UTF-8 in a field secretscope skips unread: still not JSON, so refused.
     let mut skipped = review("CREATE", Some(&object(BIND_BOB)), None);
@@ -222,14 +219,8 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
         .position(|w| w == b"@skipped@")
         .expect("marker");
     bytes[at] = 0xff;
-    let r = c
-        .post(wh.url("/validate"))
-        .body(bytes)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 400);
-    let text = r.text().await.unwrap_or_default();
+    let (status, text) = post(bytes).await;
+    assert_eq!(status, 400);
     assert!(
         text.contains(&format!(
             "JSON must be UTF-8 and is not at byte offset {at}"
@@ -239,18 +230,9 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
 
     let mut v1beta1 = review("CREATE", Some(&object(BIND_BOB)), None);
     v1beta1["apiVersion"] = "admission.k8s.io/v1beta1".into();
-    let r = c
-        .post(wh.url("/validate"))
-        .json(&v1beta1)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 400);
-    assert!(r
-        .text()
-        .await
-        .unwrap_or_default()
-        .contains("admissionReviewVersions: [v1]"));
+    let (status, text) = post(serde_json::to_vec(&v1beta1).expect("encode")).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("admissionReviewVersions: [v1]"), "{text}");
 
     // A well-formed review of a kind we do not judge: fail closed, with the reason.
     let mut pod = review("CREATE", Some(&object(BIND_BOB)), None);

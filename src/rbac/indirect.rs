@@ -364,8 +364,8 @@ fn probed_route<'a>(
         let coverage = route
             .probes()
             .iter()
-            .zip(bits.probes)
-            .filter(|(_, bit)| bit & granted != 0)
+            .zip(&bits.probes)
+            .filter(|(_, &bit)| bit & granted != 0)
             .map(|(&(verb, group, resource, sub), _)| {
                 let req = ResourceRequest::new(verb, group, resource).subresource(sub);
                 name_coverage(sr.rule, &req)
