@@ -11,7 +11,7 @@ use std::path::Path;
 
 use cli_support::{run, run_in};
 use secretscope::rbac::rule::{rule_allows, rule_allows_non_resource, ResourceRequest};
-use secretscope::rbac::{ObjectRef, PolicyRule, RbacObject};
+use secretscope::rbac::{ObjectRef, PolicyRule, RbacObject, RuleWord};
 use serde_json::Value;
 
 fn roles(dir: &Path) -> BTreeMap<ObjectRef, Vec<PolicyRule>> {
@@ -49,11 +49,11 @@ fn secrets_denials(report: &Value) -> BTreeMap<String, bool> {
 /// Every request `before` allows, `after` allows too, except on core `secrets`; and `after`
 /// allows nothing new. Requests are built from every value the rules mention, plus probes.
 fn assert_same_but_secrets(role: &ObjectRef, before: &[PolicyRule], after: &[PolicyRule]) {
-    let mentioned = |f: fn(&PolicyRule) -> &Vec<String>| -> BTreeSet<String> {
+    let mentioned = |f: fn(&PolicyRule) -> &Vec<RuleWord>| -> BTreeSet<String> {
         before
             .iter()
             .chain(after)
-            .flat_map(|r| f(r).iter().cloned())
+            .flat_map(|r| f(r).iter().map(|w| w.to_string()))
             .collect()
     };
     let mut verbs = mentioned(|r| &r.verbs);

@@ -32,7 +32,7 @@ use secretscope::policy::Policy;
 use secretscope::rbac::model::{AggregationRule, LabelSelector, ObjectMeta, RoleRef};
 use secretscope::rbac::{
     evaluate, ClusterRole, ClusterRoleBinding, ClusterState, Finding, PolicyRule, RbacObject,
-    RoleBinding, Route, Severity, Subject, RBAC_GROUP,
+    RoleBinding, Route, RuleWord, Severity, Subject, RBAC_GROUP,
 };
 
 static POLICY: LazyLock<Policy> = LazyLock::new(Policy::default);
@@ -105,14 +105,18 @@ fn pick<'a, T: Copy>(u: &mut Unstructured<'_>, from: &'a [T]) -> arbitrary::Resu
 }
 
 /// Up to `max` distinct items of `from` (a subset, in alphabet order).
-fn subset(u: &mut Unstructured<'_>, from: &[&str], max: usize) -> arbitrary::Result<Vec<String>> {
+fn subset(
+    u: &mut Unstructured<'_>,
+    from: &[&'static str],
+    max: usize,
+) -> arbitrary::Result<Vec<RuleWord>> {
     let n = u.int_in_range(0..=max)?;
     let mut out = BTreeSet::new();
     for _ in 0..n {
         out.insert(pick(u, from)?);
     }
     // Keep the generator's order stable but not always sorted: rotate by one byte.
-    let mut v: Vec<String> = out.into_iter().map(String::from).collect();
+    let mut v: Vec<RuleWord> = out.into_iter().map(RuleWord::Borrowed).collect();
     if !v.is_empty() {
         let k = u.int_in_range(0..=v.len() - 1)?;
         v.rotate_left(k);
@@ -137,7 +141,7 @@ fn rule(u: &mut Unstructured<'_>) -> arbitrary::Result<PolicyRule> {
         verbs: subset(u, VERBS, 3)?,
         api_groups: subset(u, GROUPS, 2)?,
         resources: subset(u, RESOURCES, 2)?,
-        resource_names: pick(u, NAMES)?.iter().map(|s| s.to_string()).collect(),
+        resource_names: pick(u, NAMES)?.iter().map(|s| RuleWord::from(*s)).collect(),
         non_resource_urls: Vec::new(),
     })
 }
@@ -266,7 +270,7 @@ impl<'a> Arbitrary<'a> for Cluster {
 
 // ---- The oracle: Kubernetes semantics, written out plainly. ----
 
-fn has(list: &[String], item: &str) -> bool {
+fn has(list: &[RuleWord], item: &str) -> bool {
     list.iter().any(|x| x == item)
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::effective::EffectiveRules;
 use super::rule::{name_coverage, resource_name_matches, NameCoverage, ResourceRequest};
 use super::secrets::Names;
+use super::word::RuleWord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -336,7 +337,7 @@ const ROUTE_BITS: [RouteBits; IndirectRoute::ALL.len()] = {
 };
 
 /// The probe verbs `verbs` grant; `*` grants them all (as `verb_matches` reads it).
-fn verb_bits(verbs: &[String]) -> u32 {
+fn verb_bits(verbs: &[RuleWord]) -> u32 {
     verbs.iter().fold(0, |bits, v| {
         if v == "*" {
             u32::MAX

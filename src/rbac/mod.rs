@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod selector;
 pub mod state;
 pub mod text;
+pub mod word;
 
 pub use effective::{cluster_bindings, BindingPath, EffectiveRules, SourcedRule};
 pub use evaluate::{
@@ -31,6 +32,7 @@ pub use model::{
 };
 pub use secrets::{Reach, SecretsAccess, SecretsVerb};
 pub use state::ClusterState;
+pub use word::RuleWord;
 
 #[cfg(test)]
 mod tests;

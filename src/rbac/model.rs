@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::word::{words, RuleWord};
+
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// `null` and absent both mean "empty", as in the Go types (`omitempty` slices and maps).
@@ -43,40 +45,40 @@ pub struct ObjectMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRule {
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub verbs: Vec<String>,
+    #[serde(default, deserialize_with = "words")]
+    pub verbs: Vec<RuleWord>,
     #[serde(
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "words",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub api_groups: Vec<String>,
+    pub api_groups: Vec<RuleWord>,
     #[serde(
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "words",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub resources: Vec<String>,
+    pub resources: Vec<RuleWord>,
     #[serde(
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "words",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub resource_names: Vec<String>,
+    pub resource_names: Vec<RuleWord>,
     #[serde(
         default,
         rename = "nonResourceURLs",
-        deserialize_with = "null_as_default",
+        deserialize_with = "words",
         skip_serializing_if = "Vec::is_empty"
     )]
-    pub non_resource_urls: Vec<String>,
+    pub non_resource_urls: Vec<RuleWord>,
 }
 
 #[cfg(test)]
 impl PolicyRule {
     /// `PolicyRule::of(&["get"], &[""], &["secrets"], &[])`, for tests.
     pub fn of(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Self {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        let s = |v: &[&str]| v.iter().map(|s| RuleWord::from(s.to_string())).collect();
         Self {
             verbs: s(verbs),
             api_groups: s(groups),

@@ -15,6 +15,7 @@ use super::finding::{describe_subjects, Finding, Route, RuleRef, Scope};
 use super::model::{PolicyRule, Subject};
 use super::rule::{api_group_matches, resource_matches, verb_matches};
 use super::secrets::SecretsVerb;
+use super::word::RuleWord;
 
 const SECRETS: &str = "secrets";
 const CORE: &str = "";
@@ -53,7 +54,7 @@ pub fn strip_secrets(rule: &PolicyRule) -> Option<RuleFix> {
                 .into(),
         });
     }
-    let rest: Vec<String> = without(&rule.resources, SECRETS);
+    let rest: Vec<RuleWord> = without(&rule.resources, SECRETS);
     let mut rules = Vec::new();
     let mut note = None;
     if rule.api_groups.iter().any(|g| g == ALL) {
@@ -89,7 +90,7 @@ pub fn strip_secrets(rule: &PolicyRule) -> Option<RuleFix> {
     Some(RuleFix::DropSecrets { rules, note })
 }
 
-fn without(items: &[String], drop: &str) -> Vec<String> {
+fn without(items: &[RuleWord], drop: &str) -> Vec<RuleWord> {
     items.iter().filter(|i| *i != drop).cloned().collect()
 }
 
@@ -470,7 +471,7 @@ mod tests {
     use crate::rbac::rule::{rule_allows, ResourceRequest};
 
     fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+        let s = |v: &[&str]| v.iter().map(|x| RuleWord::from(x.to_string())).collect();
         PolicyRule {
             verbs: s(verbs),
             api_groups: s(groups),

@@ -4,6 +4,7 @@
 //! `*/subresource` form in resources and a trailing `*` in nonResourceURLs.
 
 use super::model::PolicyRule;
+use super::word::RuleWord;
 
 const ALL: &str = "*";
 
@@ -111,8 +112,8 @@ pub fn rule_allows_non_resource(rule: &PolicyRule, verb: &str, path: &str) -> bo
 /// requests and lets several owner rules share them): a `false` here is only ever a false
 /// "not covered", which makes secretscope judge a rule it might have let pass, never the reverse.
 pub fn rule_covers(owner: &PolicyRule, servant: &PolicyRule) -> bool {
-    let has_all = |v: &[String]| v.iter().any(|x| x == ALL);
-    let each = |mine: &[String], theirs: &[String]| {
+    let has_all = |v: &[RuleWord]| v.iter().any(|x| x == ALL);
+    let each = |mine: &[RuleWord], theirs: &[RuleWord]| {
         has_all(mine) || theirs.iter().all(|t| mine.contains(t))
     };
     let resources = has_all(&owner.resources)
@@ -167,7 +168,7 @@ pub fn name_coverage(rule: &PolicyRule, req: &ResourceRequest<'_>) -> NameCovera
     // `ResourceNameMatches` compares the rule's names with the request's name, and a request
     // without one (a plain list or watch, a create by POST, any deletecollection) has the name
     // "": `resourceNames: [""]` therefore allows exactly those, which reach every object.
-    if verb_can_go_unnamed(req.verb) && rule.resource_names.iter().any(String::is_empty) {
+    if verb_can_go_unnamed(req.verb) && rule.resource_names.iter().any(|n| n.is_empty()) {
         return NameCoverage::All;
     }
     if verb_can_name(req.verb) && rule.resource_names.iter().any(|n| !n.is_empty()) {

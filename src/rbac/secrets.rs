@@ -9,6 +9,7 @@ use super::effective::{EffectiveRules, SourcedRule};
 use super::rule::{
     api_group_matches, name_coverage, resource_matches, NameCoverage, ResourceRequest,
 };
+use super::word::RuleWord;
 
 /// The verbs that touch Secret contents. Reads exfiltrate; writes tamper, and every write
 /// response carries the stored object back, so a write verb leaks contents too.
@@ -78,10 +79,10 @@ pub enum Reach<'a> {
 /// great many objects and every verb and route it grants shares them, so they are neither
 /// copied nor collected until a reader asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Names<'a>(Vec<&'a [String]>);
+pub struct Names<'a>(Vec<&'a [RuleWord]>);
 
 impl<'a> Names<'a> {
-    pub fn add(&mut self, names: &'a [String]) {
+    pub fn add(&mut self, names: &'a [RuleWord]) {
         if !self.0.iter().any(|n| std::ptr::eq(*n, names)) {
             self.0.push(names);
         }
@@ -92,7 +93,7 @@ impl<'a> Names<'a> {
     pub fn set(&self) -> BTreeSet<&'a str> {
         self.0
             .iter()
-            .flat_map(|n| n.iter().map(String::as_str))
+            .flat_map(|n| n.iter().map(|w| w.as_ref()))
             .filter(|n| !n.is_empty())
             .collect()
     }
@@ -110,8 +111,8 @@ impl<'a> Names<'a> {
     }
 }
 
-impl<'a> FromIterator<&'a [String]> for Names<'a> {
-    fn from_iter<I: IntoIterator<Item = &'a [String]>>(iter: I) -> Self {
+impl<'a> FromIterator<&'a [RuleWord]> for Names<'a> {
+    fn from_iter<I: IntoIterator<Item = &'a [RuleWord]>>(iter: I) -> Self {
         let mut names = Self::default();
         for n in iter {
             names.add(n);

@@ -577,9 +577,9 @@ mod properties {
     ];
     const NAMES: &[&str] = &["a", "b", ""];
 
-    fn pick(from: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+    fn pick(from: &'static [&'static str]) -> impl Strategy<Value = Vec<RuleWord>> {
         proptest::sample::subsequence(from, 0..=from.len().min(3))
-            .prop_map(|v| v.into_iter().map(String::from).collect())
+            .prop_map(|v| v.into_iter().map(RuleWord::from).collect())
     }
 
     fn rule() -> impl Strategy<Value = PolicyRule> {

@@ -23,13 +23,13 @@ pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// `["a","b", ... and 9,992 more]`: a JSON-style list, as kubectl users read rules.
-pub fn json_list(items: &[String]) -> String {
+pub fn json_list<S: AsRef<str>>(items: &[S]) -> String {
     let mut out = String::from("[");
     for (i, item) in items.iter().take(SHOWN_ITEMS).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let shown = clip(item, SHOWN_CHARS);
+        let shown = clip(item.as_ref(), SHOWN_CHARS);
         out.push_str(&serde_json::to_string(shown.as_ref()).unwrap_or_default());
     }
     if items.len() > SHOWN_ITEMS {

@@ -135,12 +135,12 @@ impl Authorizer {
         name: &str,
         missing: &[PolicyRule],
     ) -> String {
-        let quoted = |v: &[String]| {
+        fn quoted<S: std::fmt::Debug>(v: &[S]) -> String {
             v.iter()
                 .map(|s| format!("{s:?}"))
                 .collect::<Vec<_>>()
                 .join(" ")
-        };
+        }
         let rules: Vec<String> = missing
             .iter()
             .map(|r| {
