@@ -1,11 +1,15 @@
 //! `ClusterState`: an immutable view of the cluster's RBAC objects, indexed for the questions
 //! the engine asks (role by name, bindings by role, roles by label, aggregators by what their
-//! selectors need). Built once per change, read by every review without locks. A review touches
-//! only the entries these indexes hand it, never every role: with thousands of aggregating roles
-//! a scan per step would make one review quadratic in the cluster.
+//! selectors need). Published as a new snapshot per change, read by every review without locks.
+//! A review touches only the entries these indexes hand it, never every role: with thousands of
+//! aggregating roles a scan per step would make one review quadratic in the cluster.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+// Persistent (structurally shared) maps and sets: the cluster cache publishes a new state per
+// burst of watch events, and a clone that copied every entry cost 11 ms at 20,000 objects.
+use imbl::{HashMap, OrdSet};
 
 use super::builtin;
 use super::memo::RoleMemo;
@@ -19,15 +23,15 @@ pub struct ClusterState {
     cluster_roles: HashMap<String, Arc<ClusterRole>>,
     /// ClusterRole names by label `(key, value)` and by label key: the candidates a selector's
     /// `matchLabels`, `In` or `Exists` requirement can match.
-    roles_by_label: HashMap<(String, String), BTreeSet<String>>,
-    roles_by_label_key: HashMap<String, BTreeSet<String>>,
+    roles_by_label: HashMap<(String, String), OrdSet<String>>,
+    roles_by_label_key: HashMap<String, OrdSet<String>>,
     /// The ClusterRoles with an `aggregationRule`, indexed by one requirement every role a
     /// selector selects must meet (its anchor); selectors with none (`{}`, `NotIn`,
     /// `DoesNotExist` only) are `unanchored` and always asked.
     aggregators: HashMap<String, Arc<ClusterRole>>,
-    aggregators_by_label: HashMap<(String, String), BTreeSet<String>>,
-    aggregators_by_label_key: HashMap<String, BTreeSet<String>>,
-    unanchored_aggregators: BTreeSet<String>,
+    aggregators_by_label: HashMap<(String, String), OrdSet<String>>,
+    aggregators_by_label_key: HashMap<String, OrdSet<String>>,
+    unanchored_aggregators: OrdSet<String>,
     cluster_role_bindings: HashMap<String, Arc<ClusterRoleBinding>>,
     /// ClusterRoleBindings by the ClusterRole they reference.
     bindings_by_role: HashMap<String, Vec<Arc<ClusterRoleBinding>>>,
@@ -231,7 +235,7 @@ impl ClusterState {
         &'s self,
         selector: &LabelSelector,
     ) -> Box<dyn Iterator<Item = &'s ClusterRole> + 's> {
-        let names: Vec<&'s BTreeSet<String>> = match Anchor::of(selector) {
+        let names: Vec<&'s OrdSet<String>> = match Anchor::of(selector) {
             // Disjoint postings: a role has one value per key.
             Anchor::Labels(pairs) => pairs
                 .iter()
@@ -349,13 +353,17 @@ impl Anchor {
     }
 }
 
-fn add<K: std::hash::Hash + Eq>(index: &mut HashMap<K, BTreeSet<String>>, key: K, name: &str) {
+fn add<K: std::hash::Hash + Eq + Clone>(
+    index: &mut HashMap<K, OrdSet<String>>,
+    key: K,
+    name: &str,
+) {
     index.entry(key).or_default().insert(name.to_string());
 }
 
-fn drop_from<K, Q>(index: &mut HashMap<K, BTreeSet<String>>, key: &Q, name: &str)
+fn drop_from<K, Q>(index: &mut HashMap<K, OrdSet<String>>, key: &Q, name: &str)
 where
-    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    K: std::hash::Hash + Eq + Clone + std::borrow::Borrow<Q>,
     Q: std::hash::Hash + Eq + ?Sized,
 {
     if let Some(set) = index.get_mut(key) {
