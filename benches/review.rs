@@ -60,19 +60,24 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// The built-in ClusterRoles and the objects of a YAML stream.
+fn builtins_and(yaml: &str) -> ClusterState {
+    let mut state = ClusterState::with_builtins();
+    state.extend(
+        manifest::parse_stream(yaml, "bench.yaml", false)
+            .objects
+            .into_iter()
+            .map(|o| o.object),
+    );
+    state
+}
+
 /// Issue 8: review cost must not grow with the square of the cluster. A role bound through a
 /// chain of 8,000 aggregating ClusterRoles, against the same review with no chain (same run).
 fn aggregation(c: &mut Criterion) {
     let policy = Arc::new(Policy::default());
     let validator_over = |yaml: &str| {
-        let mut state = ClusterState::with_builtins();
-        state.extend(
-            manifest::parse_stream(yaml, "bench.yaml", false)
-                .objects
-                .into_iter()
-                .map(|o| o.object),
-        );
-        let source: Arc<dyn StateSource> = Arc::new(StaticState(Arc::new(state)));
+        let source: Arc<dyn StateSource> = Arc::new(StaticState(Arc::new(builtins_and(yaml))));
         Validator::new(policy.clone(), source)
     };
     let chained = validator_over(&bodies::aggregation_chain(8_000));
@@ -127,16 +132,6 @@ fn check_scaling(c: &mut Criterion) {
 /// a copy as the new snapshot. The cost must not grow with the cluster: 20,000 objects against
 /// the built-in roles alone (same run).
 fn publish(c: &mut Criterion) {
-    let over = |yaml: &str| {
-        let mut state = ClusterState::with_builtins();
-        state.extend(
-            manifest::parse_stream(yaml, "bench.yaml", false)
-                .objects
-                .into_iter()
-                .map(|o| o.object),
-        );
-        state
-    };
     let change = manifest::parse_stream(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: changed\n  labels: {app: new}\nrules: [{apiGroups: [''], resources: [configmaps], verbs: [get]}]\n",
         "change.yaml",
@@ -147,10 +142,10 @@ fn publish(c: &mut Criterion) {
     .object;
     let mut g = c.benchmark_group("snapshot_publish_after_one_change");
     for (label, mut state) in [
-        ("baseline: built-in roles only", over("")),
+        ("baseline: built-in roles only", builtins_and("")),
         (
             "secretscope: 10,000 ClusterRoles + 10,000 bindings",
-            over(&bodies::platform_manifests(20_000)),
+            builtins_and(&bodies::platform_manifests(20_000)),
         ),
     ] {
         g.bench_function(label, |b| {
