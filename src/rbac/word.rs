@@ -53,7 +53,7 @@ impl Visitor<'_> for WordVisitor {
 /// The word as the table's `&'static str` when it is one Kubernetes uses: the API verbs, the
 /// built-in API groups and the resources of the default ClusterRoles. A `match` on string
 /// literals compiles to a length switch and a compare, a few dozen instructions.
-pub fn common(word: &str) -> Option<&'static str> {
+fn common(word: &str) -> Option<&'static str> {
     // Each word is written once, so a table entry cannot map to a different word.
     macro_rules! table {
         ($($w:literal,)*) => {
