@@ -8,6 +8,8 @@
 #
 # Needs valgrind, a release build (BIN=...), oha (OHA=..., default target/tools/bin/oha) and the
 # bench bodies (written by `cargo bench --bench load -- --write-bodies DIR`, BODIES=DIR).
+# VALGRIND_ARGS adds callgrind options, e.g. `--cache-sim=yes` for instruction- and data-cache
+# misses (then also totalled per review).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 idx=${1:-0}
@@ -25,7 +27,8 @@ trap 'kill "$vg" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 state=()
 for p in ../shared/corpus/rbac examples/state; do [ -e "$p" ] && state+=(--state "$p"); done
 tag=$(basename "$bin")-body$idx-$proto
-valgrind --tool=callgrind --callgrind-out-file="$out/$tag.%p" \
+# shellcheck disable=SC2086 # VALGRIND_ARGS is a list of options
+valgrind --tool=callgrind ${VALGRIND_ARGS:-} --callgrind-out-file="$out/$tag.%p" \
   "$bin" serve --standalone "${state[@]}" --listen 127.0.0.1:0 --log-format json \
   --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key" 2>"$tmp/log" &
 vg=$!
@@ -49,6 +52,14 @@ kill -KILL "$vg"; wait "$vg" 2>/dev/null || true
 file="$out/$tag.$vg.1"
 total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
 echo "$file: $total instructions for $n reviews = $((total / n)) per review"
+if [[ "${VALGRIND_ARGS:-}" == *cache-sim=yes* ]]; then
+  # Columns by the header's names (Ir Dr Dw I1mr D1mr D1mw ...), each total followed by its (%).
+  callgrind_annotate "$file" 2>/dev/null | awk -v n="$n" '
+    $1 == "Ir" && !names { for (i = 1; i <= NF; i++) col[$i] = i; names = 1 }
+    /PROGRAM TOTALS/ { gsub(/\([^)]*\)/, ""); gsub(",", "")
+      printf "per review: I1 misses %.0f, D1 misses %.0f (reads %.0f, writes %.0f)\n",
+        $col["I1mr"] / n, ($col["D1mr"] + $col["D1mw"]) / n, $col["D1mr"] / n, $col["D1mw"] / n }'
+fi
 # --threshold=100: the default (99%) lists only the thread entry points once LTO has inlined
 # the call tree into them.
 callgrind_annotate --threshold=100 --inclusive=yes "$file" 2>/dev/null | sed -n '/file:function/,$p' | sed -n 1,45p >"$file.inclusive.txt"

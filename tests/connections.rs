@@ -385,6 +385,86 @@ async fn accepted_connections_have_tcp_nodelay() {
     assert_eq!(v["nodelay"], true, "{line}");
 }
 
+/// The status line and the value of one header of a raw response.
+fn status_and(response: &str, header: &str) -> (String, Option<String>) {
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let value = response.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(header).then(|| v.trim().to_string())
+    });
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_answers_its_methods_and_an_oversized_body_is_refused_unread() {
+    let srv = Server::start(ROLE, &["--request-timeout", "30s"], "info");
+    let mut conn = srv.connect(b"http/1.1").await.expect("connect");
+    let ask = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+    };
+    for (method, path, status, allow) in [
+        ("GET", "/validate", "405", Some("POST")),
+        ("PUT", "/mutate", "405", Some("POST")),
+        ("POST", "/healthz", "405", Some("GET, HEAD")),
+        ("DELETE", "/readyz", "405", Some("GET, HEAD")),
+        ("GET", "/metrics", "404", None),
+        ("GET", "/validate/x", "404", None),
+        ("GET", "/healthz", "200", None),
+        ("GET", "/readyz", "200", None),
+    ] {
+        let response = exchange(&mut conn, ask(method, path).as_bytes())
+            .await
+            .expect("answered on the same connection");
+        let (line, allowed) = status_and(&response, "allow");
+        assert!(line.contains(status), "{method} {path}: {response}");
+        assert_eq!(allowed.as_deref(), allow, "{method} {path}: {response}");
+    }
+    // HEAD on the probes: 200 and no body.
+    let r = srv
+        .client()
+        .head(srv.url("/healthz"))
+        .send()
+        .await
+        .expect("HEAD");
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.expect("body").is_empty());
+    // A review within the limits still works on the connection the refusals used.
+    let ok = exchange(
+        &mut conn,
+        &post_validate(&review("CREATE", Some(&object(ROLE)), None)),
+    )
+    .await
+    .expect("review");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains(r#""allowed":true"#), "{ok}");
+
+    // A declared length past the 3 MiB limit is refused before any of it is sent: not after
+    // waiting out --request-timeout for a body that never comes.
+    let mut conn = srv.connect(b"http/1.1").await.expect("connect");
+    let started = Instant::now();
+    let refused = exchange(
+        &mut conn,
+        b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 3145729\r\n\r\n",
+    )
+    .await
+    .expect("answered");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    assert!(refused.contains("larger than 3 MiB"), "{refused}");
+
+    // With no declared length (chunked), refused once the bytes read pass the limit; the
+    // terminating chunk is never needed.
+    let mut conn = srv.connect(b"http/1.1").await.expect("connect");
+    let mut chunked = b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 1 << 20).as_bytes());
+        chunked.extend(std::iter::repeat_n(b' ', 1 << 20));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let refused = exchange(&mut conn, &chunked).await.expect("answered");
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    assert!(refused.contains("larger than 3 MiB"), "{refused}");
+}
 /// A ClusterRole with `rules` rules: a big body that takes a while to decode and judge whatever
 /// the engine's indexes.
 fn big_role(rules: usize) -> Value {

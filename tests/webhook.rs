@@ -203,8 +203,9 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
         }
     };
 
-    let (status, _) = post(vec![b' '; 3 * 1024 * 1024 + 1]).await;
+    let (status, text) = post(vec![b' '; 3 * 1024 * 1024 + 1]).await;
     assert_eq!(status, 413);
+    assert!(text.contains("larger than 3 MiB"), "{text}");
 
     let (status, text) = post(b"{not json".to_vec()).await;
     assert_eq!(status, 400);

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, Version};
-use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -80,10 +79,18 @@ pub async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr
     Ok((tcp, peer))
 }
 
-pub struct Server {
+/// What a connection serves: a response to every request (failures are responses too).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static;
+}
+
+pub struct Server<H> {
     limits: Limits,
     tls: RustlsConfig,
-    router: Router,
+    handler: Arc<H>,
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     h1: auto::Builder<TokioExecutor>,
@@ -113,11 +120,11 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-impl Server {
+impl<H: Handler> Server<H> {
     pub fn new(
         limits: Limits,
         tls: RustlsConfig,
-        router: Router,
+        handler: Arc<H>,
         metrics: Arc<Metrics>,
         draining: Arc<AtomicBool>,
     ) -> Self {
@@ -125,7 +132,7 @@ impl Server {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
             tls,
-            router,
+            handler,
             metrics,
             h1: builder().http1_only(),
             h2: builder().http2_only(),
@@ -241,7 +248,7 @@ impl Server {
             state: state.clone(),
         });
         let service = Tracked {
-            router: self.router.clone(),
+            handler: self.handler.clone(),
             state: state.clone(),
             draining: self.draining.clone(),
         };
@@ -457,16 +464,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// The router, counting requests in flight on the connection.
-struct Tracked {
-    router: Router,
+/// The handler, counting requests in flight on the connection.
+struct Tracked<H> {
+    handler: Arc<H>,
     state: Arc<ConnState>,
     draining: Arc<AtomicBool>,
 }
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-impl hyper::service::Service<Request<Incoming>> for Tracked {
+impl<H: Handler> hyper::service::Service<Request<Incoming>> for Tracked<H> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = ResponseFuture;
@@ -475,9 +482,9 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
         let h2 = req.version() == Version::HTTP_2;
         let in_flight = self.state.request_started(h2);
         let close = !h2 && self.draining.load(Ordering::Relaxed);
-        let mut router = self.router.clone();
+        let response = self.handler.clone().handle(req);
         Box::pin(async move {
-            let mut resp = tower_service::Service::call(&mut router, req).await?;
+            let mut resp = response.await;
             if close {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
