@@ -68,6 +68,12 @@ impl Server {
         common::client(&self.certs.ca_pem(), &[b"h2", b"http/1.1"], None)
     }
 
+    /// The status of `GET /healthz`.
+    async fn health(&self, client: &reqwest::Client) -> u16 {
+        let r = client.get(self.url("/healthz")).send().await;
+        r.expect("healthz").status().as_u16()
+    }
+
     fn logs(&self) -> Vec<String> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -410,7 +416,9 @@ async fn each_endpoint_answers_its_methods_and_an_oversized_body_is_refused_unre
         ("GET", "/metrics", "404", None),
         ("GET", "/validate/x", "404", None),
         ("GET", "/healthz", "200", None),
-        ("GET", "/readyz", "200", None),
+        ("GET", "/readyz?verbose", "200", None),
+        // The API server appends its timeout to the webhook's path.
+        ("POST", "/validate?timeout=5s", "400", None),
     ] {
         let response = exchange(&mut conn, ask(method, path).as_bytes())
             .await
@@ -419,24 +427,28 @@ async fn each_endpoint_answers_its_methods_and_an_oversized_body_is_refused_unre
         assert!(line.contains(status), "{method} {path}: {response}");
         assert_eq!(allowed.as_deref(), allow, "{method} {path}: {response}");
     }
-    // HEAD on the probes: 200 and no body.
-    let r = srv
-        .client()
-        .head(srv.url("/healthz"))
-        .send()
-        .await
-        .expect("HEAD");
-    assert_eq!(r.status(), 200);
-    assert!(r.bytes().await.expect("body").is_empty());
-    // A review within the limits still works on the connection the refusals used.
-    let ok = exchange(
-        &mut conn,
-        &post_validate(&review("CREATE", Some(&object(ROLE)), None)),
-    )
-    .await
-    .expect("review");
+    let mut with_query = post_validate(&review("CREATE", Some(&object(ROLE)), None));
+    with_query.splice(
+        .."POST /validate".len(),
+        b"POST /validate?timeout=5s".iter().copied(),
+    );
+    let ok = exchange(&mut conn, &with_query).await.expect("review");
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains(r#""allowed":true"#), "{ok}");
+
+    // HEAD: the status and headers of GET, no body, on every path and over HTTP/2 too (where
+    // DATA on a HEAD is a protocol error the client resets the stream for).
+    let h2 = common::client(&srv.certs.ca_pem(), &[b"h2"], None);
+    for (path, status) in [("/healthz", 200), ("/validate", 405), ("/nope", 404)] {
+        let r = h2.head(srv.url(path)).send().await.expect("HEAD");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), status, "HEAD {path}");
+        let len = r.headers().get("content-length").cloned();
+        assert!(r.bytes().await.expect("no reset").is_empty(), "HEAD {path}");
+        if path == "/healthz" {
+            assert_eq!(len.as_ref().and_then(|v| v.to_str().ok()), Some("2"));
+        }
+    }
 
     // A declared length past the 3 MiB limit is refused before any of it is sent: not after
     // waiting out --request-timeout for a body that never comes.
@@ -453,18 +465,119 @@ async fn each_endpoint_answers_its_methods_and_an_oversized_body_is_refused_unre
     assert!(refused.contains("larger than 3 MiB"), "{refused}");
 
     // With no declared length (chunked), refused once the bytes read pass the limit; the
-    // terminating chunk is never needed.
-    let mut conn = srv.connect(b"http/1.1").await.expect("connect");
-    let mut chunked = b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for _ in 0..4 {
-        chunked.extend_from_slice(format!("{:x}\r\n", 1 << 20).as_bytes());
-        chunked.extend(std::iter::repeat_n(b' ', 1 << 20));
-        chunked.extend_from_slice(b"\r\n");
-    }
-    let refused = exchange(&mut conn, &chunked).await.expect("answered");
+    // terminating chunk is never needed. Written beside the read: the server may close before
+    // the client has written it all.
+    let conn = srv.connect(b"http/1.1").await.expect("connect");
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+        for _ in 0..4 {
+            let mut chunk = format!("{:x}\r\n", 1 << 20).into_bytes();
+            chunk.extend(std::iter::repeat_n(b' ', 1 << 20));
+            chunk.extend_from_slice(b"\r\n");
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.flush().await;
+        wr
+    });
+    let mut refused = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut refused)).await;
+    let refused = String::from_utf8_lossy(&refused);
     assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
     assert!(refused.contains("larger than 3 MiB"), "{refused}");
+    writer.abort();
+
+    // Over HTTP/2, declared and streamed.
+    let big = vec![b' '; 3 * 1024 * 1024 + 1];
+    let r = h2
+        .post(srv.url("/validate"))
+        .body(big.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let r = h2
+        .post(srv.url("/validate"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await;
+    // The server may reset the rest of the stream once it has answered.
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+        assert!(r
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("larger than 3 MiB"));
+    }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_share_one_budget_and_a_held_body_makes_others_wait() {
+    let srv = Server::start(
+        ROLE,
+        &[
+            "--body-budget-mib",
+            "3",
+            "--request-timeout",
+            "30s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        "info",
+    );
+    // One client sends all but 1 KiB of the budget as a chunked body and stalls.
+    let held = 3 * 1024 * 1024 - 1024;
+    let mut hog = srv.connect(b"http/1.1").await.expect("connect");
+    hog.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    for size in [1 << 20, 1 << 20, (1 << 20) - 1024] {
+        let mut chunk = format!("{size:x}\r\n").into_bytes();
+        chunk.extend(std::iter::repeat_n(b' ', size));
+        chunk.extend_from_slice(b"\r\n");
+        hog.write_all(&chunk).await.unwrap();
+    }
+    hog.flush().await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = srv.metric("secretscope_request_body_bytes_held").await;
+        if now.is_some_and(|b| b >= held as f64) {
+            break;
+        }
+        assert!(Instant::now() < until, "held: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A 1.7 KB review needs more than is left: it waits, health does not.
+    let client = srv.client();
+    let post = client
+        .post(srv.url("/validate"))
+        .json(&review("CREATE", Some(&object(ROLE)), None))
+        .send();
+    let waiting = tokio::spawn(post);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "answered past the budget");
+    assert_eq!(srv.health(&client).await, 200);
+    // The hog goes; its share returns and the review is answered.
+    drop(hog);
+    let r = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered once the budget is free")
+        .unwrap()
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["response"]["allowed"], true, "{v}");
+    assert!(
+        srv.metric("secretscope_request_body_bytes_held")
+            .await
+            .unwrap()
+            < 1024.0
+    );
+}
+
 /// A ClusterRole with `rules` rules: a big body that takes a while to decode and judge whatever
 /// the engine's indexes.
 fn big_role(rules: usize) -> Value {
@@ -520,12 +633,7 @@ async fn a_review_past_the_deadline_is_denied_and_health_still_answers() {
     };
     // The async workers stay free while the judge works.
     for _ in 0..5 {
-        let r = client
-            .get(srv.url("/healthz"))
-            .send()
-            .await
-            .expect("healthz");
-        assert_eq!(r.status(), 200);
+        assert_eq!(srv.health(&client).await, 200);
     }
     let (took, out) = slow.await.expect("slow review");
     let r = &out["response"];

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Reviews judged at once; defaults to the number of CPUs.
     #[arg(long)]
     pub judges: Option<usize>,
+    /// MiB of request bodies held at once across all connections (at least 3, one body of the
+    /// largest size); a body that must wait for room waits within --request-timeout.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(3..=4096))]
+    pub body_budget_mib: u32,
     #[command(flatten)]
     pub reconciler: ReconcilerArgs,
     #[command(flatten)]
@@ -236,10 +240,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let policy = Arc::new(policy);
     let validator = Validator::new(policy.clone(), source.clone());
-    let mut app = App::new(validator, Mutator::new(policy.clone()), source).with_judging(
-        args.review_deadline,
-        args.judges.unwrap_or_else(server::default_judges),
-    );
+    let mut app = App::new(validator, Mutator::new(policy.clone()), source)
+        .with_judging(
+            args.review_deadline,
+            args.judges.unwrap_or_else(server::default_judges),
+        )
+        .with_body_budget(args.body_budget_mib as usize * 1024 * 1024);
     app.metrics.initialise(policy.mode);
     if let (Some(config), Some(client)) = (registration, &client) {
         let state = app.state.clone();

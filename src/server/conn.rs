@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, Request, Response, Version};
+use axum::http::{header, HeaderValue, Method, Request, Response, Version};
 use axum_server::tls_rustls::RustlsConfig;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -482,9 +482,13 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for Tracked<H> {
         let h2 = req.version() == Version::HTTP_2;
         let in_flight = self.state.request_started(h2);
         let close = !h2 && self.draining.load(Ordering::Relaxed);
+        let head = req.method() == Method::HEAD;
         let response = self.handler.clone().handle(req);
         Box::pin(async move {
             let mut resp = response.await;
+            if head {
+                resp = without_body(resp);
+            }
             if close {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -493,6 +497,19 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for Tracked<H> {
             Ok(resp)
         })
     }
+}
+
+/// A response to HEAD: the headers a GET gets, its length included, and no body. hyper drops
+/// the body itself on HTTP/1.1 only; on HTTP/2 it would send DATA, a protocol error for the
+/// client (Go's resets the stream).
+fn without_body(resp: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = hyper::body::Body::size_hint(&body).exact() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 #[cfg(test)]

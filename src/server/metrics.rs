@@ -70,6 +70,8 @@ pub struct Metrics {
     pub registration: RegistrationMetrics,
     /// Webhook (HTTPS) connections open now, TLS handshakes included.
     pub open_connections: Gauge,
+    /// Request-body bytes held now (being read or judged), set at scrape time.
+    pub body_bytes_held: Gauge,
     /// Connections closed right after accept because `--max-connections` were open.
     pub connections_rejected: Counter,
     /// Reviews answered at `--review-deadline` without a judgement (denied, fail closed).
@@ -173,6 +175,12 @@ impl Metrics {
             "Reviews not judged within --review-deadline: denied on /validate (fail closed), admitted unlabelled on /mutate",
             review_timeouts.clone(),
         );
+        let body_bytes_held = Gauge::default();
+        registry.register(
+            "request_body_bytes_held",
+            "Bytes of request bodies held now (being read or judged), at most --body-budget-mib",
+            body_bytes_held.clone(),
+        );
         let reviews_over_budget = Counter::default();
         registry.register(
             "reviews_over_budget",
@@ -181,6 +189,7 @@ impl Metrics {
         );
         Self {
             open_connections,
+            body_bytes_held,
             connections_rejected,
             review_timeouts,
             reviews_over_budget,

@@ -2,6 +2,7 @@
 //! `/readyz` ([`Routes`]). Connections are accepted and bounded in [`conn`]; judging runs on the
 //! async worker when it is quick, else on the blocking pool, a few at a time, with a deadline.
 
+pub mod body;
 pub mod conn;
 pub mod metrics;
 pub mod tls;
@@ -17,8 +18,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::sync::{watch, Semaphore};
 
@@ -30,14 +30,15 @@ use conn::{Limits, Phase};
 use metrics::Metrics;
 use tls::{ReloadingTls, TlsFiles};
 
-/// The API server never sends more than this; Kubernetes itself caps request bodies at 3 MiB.
-pub const MAX_BODY: usize = 3 * 1024 * 1024;
+pub use body::MAX_BODY;
+use body::{BodyBudget, DEFAULT_BODY_BUDGET};
 
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub tls: TlsFiles,
     pub tls_reload_interval: Duration,
-    /// Whole-request budget (headers and body); slower clients get 408.
+    /// Budget for reading a request's body and answering it, from its complete head (the head
+    /// is bounded by `Limits::header_timeout`); slower clients get 408.
     pub request_timeout: Duration,
     /// After SIGTERM: keep accepting and serving this long (with `/readyz` failing) before
     /// draining, so the API server stops sending here before the listener closes.
@@ -59,6 +60,7 @@ pub struct App {
     /// Reviews being judged at once (on the blocking pool).
     judges: Arc<Semaphore>,
     review_deadline: Duration,
+    bodies: BodyBudget,
 }
 
 /// A review is answered within this by default: below the webhooks' `timeoutSeconds: 5`, with
@@ -81,7 +83,14 @@ impl App {
             shutting_down: Arc::new(AtomicBool::new(false)),
             judges: Arc::new(Semaphore::new(default_judges())),
             review_deadline: DEFAULT_REVIEW_DEADLINE,
+            bodies: BodyBudget::new(DEFAULT_BODY_BUDGET),
         }
+    }
+
+    /// Request-body bytes held at once across all connections (`--body-budget-mib`).
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        self.bodies = BodyBudget::new(bytes);
+        self
     }
 
     /// How long a review may take (queueing for a judge, judging, live lookups) before it is
@@ -219,7 +228,7 @@ fn unjudged(app: &App, body: &[u8], why: Overdue, validate: bool) -> Response {
 }
 
 /// The webhook port's requests: each endpoint with its method, every request read and answered
-/// within `--request-timeout`, every body within [`MAX_BODY`].
+/// within `--request-timeout`, every body within [`MAX_BODY`] and the body budget ([`body`]).
 ///
 /// A `match` over four paths rather than an axum `Router`: every review the API server sends
 /// crosses this, and the Router with its timeout and body-limit layers and the `Bytes` extractor
@@ -257,10 +266,7 @@ impl Endpoint {
     }
 
     fn allows(self, method: &Method) -> bool {
-        match self {
-            Self::Validate | Self::Mutate => method == Method::POST,
-            Self::Healthz | Self::Readyz => method == Method::GET || method == Method::HEAD,
-        }
+        self.allow().split(", ").any(|m| m == method.as_str())
     }
 }
 
@@ -276,9 +282,13 @@ impl Routes {
         match endpoint {
             Endpoint::Healthz => "ok".into_response(),
             Endpoint::Readyz => readyz(&self.app),
-            Endpoint::Validate | Endpoint::Mutate => match read_body(req.into_body()).await {
-                Ok(body) if endpoint == Endpoint::Validate => validate(&self.app, body).await,
-                Ok(body) => mutate(&self.app, body).await,
+            // The body's share of the budget is held until its answer is ready.
+            Endpoint::Validate => match self.app.bodies.read(req.into_body()).await {
+                Ok(held) => validate(&self.app, held.bytes.clone()).await,
+                Err(refused) => refused,
+            },
+            Endpoint::Mutate => match self.app.bodies.read(req.into_body()).await {
+                Ok(held) => mutate(&self.app, held.bytes.clone()).await,
                 Err(refused) => refused,
             },
         }
@@ -298,43 +308,9 @@ impl conn::Handler for Routes {
             )
                 .into_response();
         }
-        let head = req.method() == Method::HEAD;
-        let response = tokio::time::timeout(self.request_timeout, self.serve(endpoint, req))
+        tokio::time::timeout(self.request_timeout, self.serve(endpoint, req))
             .await
-            .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response());
-        if head {
-            // The headers a GET would get, no body (over HTTP/2 a body is a protocol error).
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, axum::body::Body::empty());
-        }
-        response
-    }
-}
-
-/// The whole body, or the response refusing it: 413 past [`MAX_BODY`] (at once when the
-/// declared length says so, else as soon as the bytes read pass it), 400 when it breaks off.
-async fn read_body(body: Incoming) -> Result<Bytes, Response> {
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "secretscope: the request body is larger than {} MiB\n",
-                MAX_BODY >> 20
-            ),
-        )
-            .into_response()
-    };
-    if body.size_hint().lower() > MAX_BODY as u64 {
-        return Err(too_large());
-    }
-    match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err((
-            StatusCode::BAD_REQUEST,
-            format!("secretscope: could not read the request body: {e}\n"),
-        )
-            .into_response()),
+            .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response())
     }
 }
 
@@ -521,6 +497,7 @@ fn metrics_router(app: Arc<App>) -> Router {
             "/metrics",
             get(|State(app): State<Arc<App>>| async move {
                 app.metrics.state_synced.set(i64::from(app.state.synced()));
+                app.metrics.body_bytes_held.set(app.bodies.held() as i64);
                 app.metrics
                     .state_objects
                     .set(app.state.snapshot().len() as i64);
