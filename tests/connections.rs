@@ -517,7 +517,15 @@ async fn each_endpoint_answers_its_methods_and_an_oversized_body_is_refused_unre
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_bodies_share_one_budget_and_a_held_body_makes_others_wait() {
+async fn request_bodies_share_one_budget_and_no_room_is_refused_at_once() {
+    // A declared length reserves its whole share before a byte of it arrives; a chunked body
+    // takes its share as its bytes arrive.
+    for declared in [true, false] {
+        no_room_is_refused_at_once(declared).await;
+    }
+}
+
+async fn no_room_is_refused_at_once(declared: bool) {
     let srv = Server::start(
         ROLE,
         &[
@@ -530,15 +538,23 @@ async fn request_bodies_share_one_budget_and_a_held_body_makes_others_wait() {
         ],
         "info",
     );
-    // One client sends all but 1 KiB of the budget as a chunked body and stalls.
+    // One client holds all but 1 KiB of the budget and stalls: by declaring that length and
+    // sending one byte, or by sending that much of a chunked body.
     let held = 3 * 1024 * 1024 - 1024;
     let mut hog = srv.connect(b"http/1.1").await.expect("connect");
-    hog.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
-    for size in [1 << 20, 1 << 20, (1 << 20) - 1024] {
-        let mut chunk = format!("{size:x}\r\n").into_bytes();
-        chunk.extend(std::iter::repeat_n(b' ', size));
-        chunk.extend_from_slice(b"\r\n");
-        hog.write_all(&chunk).await.unwrap();
+    let head = "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n";
+    if declared {
+        let head = format!("{head}Content-Length: {held}\r\n\r\n ");
+        hog.write_all(head.as_bytes()).await.unwrap();
+    } else {
+        let head = format!("{head}Transfer-Encoding: chunked\r\n\r\n");
+        hog.write_all(head.as_bytes()).await.unwrap();
+        for size in [1 << 20, 1 << 20, (1 << 20) - 1024] {
+            let mut chunk = format!("{size:x}\r\n").into_bytes();
+            chunk.extend(std::iter::repeat_n(b' ', size));
+            chunk.extend_from_slice(b"\r\n");
+            hog.write_all(&chunk).await.unwrap();
+        }
     }
     hog.flush().await.unwrap();
     let until = Instant::now() + Duration::from_secs(10);
@@ -547,35 +563,36 @@ async fn request_bodies_share_one_budget_and_a_held_body_makes_others_wait() {
         if now.is_some_and(|b| b >= held as f64) {
             break;
         }
-        assert!(Instant::now() < until, "held: {now:?}");
+        assert!(Instant::now() < until, "declared {declared}, held: {now:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A 1.7 KB review needs more than is left: it waits, health does not.
+    // A 1.7 KB review needs more than is left: refused at once with the reason (over HTTP/2 a
+    // stream left unread would stall its whole connection); health still answers.
     let client = srv.client();
-    let post = client
-        .post(srv.url("/validate"))
-        .json(&review("CREATE", Some(&object(ROLE)), None))
-        .send();
-    let waiting = tokio::spawn(post);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!waiting.is_finished(), "answered past the budget");
+    let body = review("CREATE", Some(&object(ROLE)), None);
+    let r = client.post(srv.url("/validate")).json(&body).send().await;
+    let r = r.expect("answered");
+    assert_eq!(r.status(), 503, "declared {declared}");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("3 MiB of request bodies"), "{text}");
+    assert_eq!(
+        srv.metric("secretscope_request_bodies_refused_total").await,
+        Some(1.0)
+    );
     assert_eq!(srv.health(&client).await, 200);
     // The hog goes; its share returns and the review is answered.
     drop(hog);
-    let r = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("answered once the budget is free")
-        .unwrap()
-        .expect("send");
+    let until = Instant::now() + Duration::from_secs(5);
+    while srv.metric("secretscope_request_body_bytes_held").await != Some(0.0) {
+        assert!(Instant::now() < until, "the hog's share was not returned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = client.post(srv.url("/validate")).json(&body).send().await;
+    let r = r.expect("answered");
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["response"]["allowed"], true, "{v}");
-    assert!(
-        srv.metric("secretscope_request_body_bytes_held")
-            .await
-            .unwrap()
-            < 1024.0
-    );
 }
 
 /// A ClusterRole with `rules` rules: a big body that takes a while to decode and judge whatever

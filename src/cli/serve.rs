@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub judges: Option<usize>,
     /// MiB of request bodies held at once across all connections (at least 3, one body of the
-    /// largest size); a body that must wait for room waits within --request-timeout.
+    /// largest size); a body that finds no room is refused at once with 503 and Retry-After.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(3..=4096))]
     pub body_budget_mib: u32,
     #[command(flatten)]

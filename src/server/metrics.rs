@@ -72,6 +72,8 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Request-body bytes held now (being read or judged), set at scrape time.
     pub body_bytes_held: Gauge,
+    /// Bodies refused (503) because `--body-budget-mib` were held.
+    pub bodies_refused: Counter,
     /// Connections closed right after accept because `--max-connections` were open.
     pub connections_rejected: Counter,
     /// Reviews answered at `--review-deadline` without a judgement (denied, fail closed).
@@ -181,6 +183,12 @@ impl Metrics {
             "Bytes of request bodies held now (being read or judged), at most --body-budget-mib",
             body_bytes_held.clone(),
         );
+        let bodies_refused = Counter::default();
+        registry.register(
+            "request_bodies_refused",
+            "Request bodies refused (503) because --body-budget-mib of them were being read or judged",
+            bodies_refused.clone(),
+        );
         let reviews_over_budget = Counter::default();
         registry.register(
             "reviews_over_budget",
@@ -190,6 +198,7 @@ impl Metrics {
         Self {
             open_connections,
             body_bytes_held,
+            bodies_refused,
             connections_rejected,
             review_timeouts,
             reviews_over_budget,

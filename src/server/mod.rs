@@ -74,22 +74,23 @@ pub fn default_judges() -> usize {
 
 impl App {
     pub fn new(validator: Validator, mutator: Mutator, state: Arc<dyn StateSource>) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
             validator,
             mutator,
             state,
-            metrics: Arc::new(Metrics::new()),
+            bodies: BodyBudget::new(DEFAULT_BODY_BUDGET, metrics.bodies_refused.clone()),
+            metrics,
             nudge: None,
             shutting_down: Arc::new(AtomicBool::new(false)),
             judges: Arc::new(Semaphore::new(default_judges())),
             review_deadline: DEFAULT_REVIEW_DEADLINE,
-            bodies: BodyBudget::new(DEFAULT_BODY_BUDGET),
         }
     }
 
     /// Request-body bytes held at once across all connections (`--body-budget-mib`).
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
-        self.bodies = BodyBudget::new(bytes);
+        self.bodies = BodyBudget::new(bytes, self.metrics.bodies_refused.clone());
         self
     }
 
@@ -285,11 +286,11 @@ impl Routes {
             // The body's share of the budget is held until its answer is ready.
             Endpoint::Validate => match self.app.bodies.read(req.into_body()).await {
                 Ok(held) => validate(&self.app, held.bytes.clone()).await,
-                Err(refused) => refused,
+                Err(refused) => refused.into_response(),
             },
             Endpoint::Mutate => match self.app.bodies.read(req.into_body()).await {
                 Ok(held) => mutate(&self.app, held.bytes.clone()).await,
-                Err(refused) => refused,
+                Err(refused) => refused.into_response(),
             },
         }
     }
