@@ -81,7 +81,7 @@ pub struct ServeArgs {
     pub judges: Option<usize>,
     /// MiB of request bodies held at once across all connections (at least 3, one body of the
     /// largest size); a body that finds no room is refused at once with 503 and Retry-After.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(3..=4096))]
+    #[arg(long, default_value_t = crate::server::body::DEFAULT_BODY_BUDGET_MIB, value_parser = clap::value_parser!(u32).range(3..=4096))]
     pub body_budget_mib: u32,
     #[command(flatten)]
     pub reconciler: ReconcilerArgs,

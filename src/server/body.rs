@@ -26,9 +26,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The API server never sends more than this; Kubernetes itself caps request bodies at 3 MiB.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// `--body-budget` by default: ten bodies of the largest size, or some twenty thousand reviews
-/// of a typical 1.5 KB, held at once.
-pub const DEFAULT_BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// `--body-budget-mib` by default: ten bodies of the largest size, or some twenty thousand
+/// reviews of a typical 1.5 KB, held at once.
+pub const DEFAULT_BODY_BUDGET_MIB: u32 = 32;
+pub const DEFAULT_BODY_BUDGET: usize = DEFAULT_BODY_BUDGET_MIB as usize * 1024 * 1024;
 
 /// Body bytes held at once, across all connections.
 #[derive(Debug)]
