@@ -8,6 +8,8 @@
 #
 # Needs valgrind, a release build (BIN=...), oha (OHA=..., default target/tools/bin/oha) and the
 # bench bodies (written by `cargo bench --bench load -- --write-bodies DIR`, BODIES=DIR).
+# CEILING=echo|parse|kube-rs profiles that ceiling server of benches/load.rs instead (the bench
+# binary, LOAD=..., default the newest target/release/deps/load-*), for a same-run comparison.
 # VALGRIND_ARGS adds callgrind options, e.g. `--cache-sim=yes` for instruction- and data-cache
 # misses (then also totalled per review).
 set -euo pipefail
@@ -26,11 +28,18 @@ trap 'kill "$vg" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 "$bin" certs --out "$tmp" --dns localhost --ip 127.0.0.1 >/dev/null
 state=()
 for p in ../shared/corpus/rbac examples/state; do [ -e "$p" ] && state+=(--state "$p"); done
-tag=$(basename "$bin")-body$idx-$proto
+if [ -n "${CEILING:-}" ]; then
+  load=${LOAD:-$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)}
+  tag=$CEILING-body$idx-$proto
+  cmd=(env SECRETSCOPE_LOAD_CEILING="$CEILING" CERT="$tmp/tls.crt" KEY="$tmp/tls.key" "$load")
+else
+  tag=$(basename "$bin")-body$idx-$proto
+  cmd=("$bin" serve --standalone "${state[@]}" --listen 127.0.0.1:0 --log-format json
+    --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key")
+fi
 # shellcheck disable=SC2086 # VALGRIND_ARGS is a list of options
-valgrind --tool=callgrind ${VALGRIND_ARGS:-} --callgrind-out-file="$out/$tag.%p" \
-  "$bin" serve --standalone "${state[@]}" --listen 127.0.0.1:0 --log-format json \
-  --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key" 2>"$tmp/log" &
+valgrind --tool=callgrind ${VALGRIND_ARGS:-} --trace-children=yes --callgrind-out-file="$out/$tag.%p" \
+  "${cmd[@]}" 2>"$tmp/log" &
 vg=$!
 for _ in $(seq 1 600); do
   port=$(grep -o '"addr":"[^"]*"' "$tmp/log" 2>/dev/null | head -1 | sed 's/.*:\([0-9]*\)"/\1/') || true

@@ -37,6 +37,16 @@ pub struct Verdict {
     pub over_budget: bool,
 }
 
+impl Verdict {
+    /// Whether the cache alone could not settle it (see the fields above): the caller asks the
+    /// API server before answering.
+    pub fn needs_live_confirmation(&self) -> bool {
+        self.missing_role.is_some()
+            || self.rests_on_no_bindings
+            || self.needs_tenancy_label.is_some()
+    }
+}
+
 pub struct Validator {
     policy: Arc<Policy>,
     /// The policy's options as admission judges with them.

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, Response, Version};
 use axum_server::tls_rustls::RustlsConfig;
+use futures::FutureExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -483,9 +484,9 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for Tracked<H> {
         let in_flight = self.state.request_started(h2);
         let close = !h2 && self.draining.load(Ordering::Relaxed);
         let head = req.method() == Method::HEAD;
-        let response = self.handler.clone().handle(req);
-        Box::pin(async move {
-            let mut resp = response.await;
+        // `map`, not an async block: a block would hold the handler's future twice (as what it
+        // captured and as what it awaits), and this future is boxed and moved per request.
+        let response = self.handler.clone().handle(req).map(move |mut resp| {
             if head {
                 resp = without_body(resp);
             }
@@ -495,7 +496,8 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for Tracked<H> {
             }
             drop(in_flight);
             Ok(resp)
-        })
+        });
+        Box::pin(response)
     }
 }
 

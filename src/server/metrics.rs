@@ -1,7 +1,8 @@
 //! Prometheus metrics, served as text on their own plain-HTTP listener (`--metrics-listen`).
 
+use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -54,11 +55,49 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+/// A labelled counter family whose series are also reached by a small index, for the hot path:
+/// `Family::get_or_create` hashes the labels and takes a lock on every call, once per review and
+/// per finding. Each slot is filled on its first use, so the family exports the same series
+/// (those created at 0 by `Metrics::initialise` and those seen since) as without the index.
+struct IndexedFamily<L, const N: usize> {
+    family: Family<L, Counter>,
+    slots: [OnceLock<Counter>; N],
+}
+
+impl<L: Clone + Hash + Eq, const N: usize> IndexedFamily<L, N> {
+    fn new() -> Self {
+        Self {
+            family: Family::default(),
+            slots: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Increments the series at `index`, whose labels are `labels()`.
+    fn inc(&self, index: usize, labels: impl FnOnce() -> L) {
+        match self.slots.get(index) {
+            Some(slot) => slot
+                .get_or_init(|| self.family.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.family.get_or_create(&labels()).inc(),
+        };
+    }
+}
+
+const MODES: usize = 3;
+const KINDS: usize = RbacKind::ALL.len() + 1; // and "unknown"
+const OPERATIONS: usize = 4;
+const VERDICTS: usize = 4;
+const REVIEW_SERIES: usize = MODES * KINDS * OPERATIONS * VERDICTS;
+const ROUTES: usize = IndirectRoute::ALL.len() + 1; // and secrets
+const SEVERITIES: usize = 3;
+
 pub struct Metrics {
     registry: Registry,
-    reviews: Family<ReviewLabels, Counter>,
+    /// By mode, kind, operation and verdict; see `review_index`.
+    reviews: IndexedFamily<ReviewLabels, REVIEW_SERIES>,
     review_seconds: Histogram,
-    findings: Family<FindingLabels, Counter>,
+    /// By route and severity; see `finding_index`.
+    findings: IndexedFamily<FindingLabels, { ROUTES * SEVERITIES }>,
     pub state_synced: Gauge,
     pub state_objects: Gauge,
     pub cert_expiry: Gauge<f64, AtomicU64>,
@@ -106,11 +145,11 @@ impl Metrics {
                 revision: option_env!("SECRETSCOPE_GIT_REVISION").unwrap_or("unknown"),
             })
             .set(1);
-        let reviews = Family::<ReviewLabels, Counter>::default();
+        let reviews = IndexedFamily::new();
         registry.register(
             "reviews",
             "Admission reviews by kind, operation, verdict and mode",
-            reviews.clone(),
+            reviews.family.clone(),
         );
         // 25 µs .. ~0.4 s: a review is decided in microseconds; the tail is what matters.
         let review_seconds = Histogram::new(exponential_buckets(25e-6, 2.0, 15));
@@ -119,11 +158,11 @@ impl Metrics {
             "Time to decode, judge and encode one review (excluding TLS and HTTP)",
             review_seconds.clone(),
         );
-        let findings = Family::<FindingLabels, Counter>::default();
+        let findings = IndexedFamily::new();
         registry.register(
             "findings",
             "Findings in admission reviews by route (secrets or an indirect route) and severity",
-            findings.clone(),
+            findings.family.clone(),
         );
         let state_synced = Gauge::default();
         registry.register(
@@ -222,35 +261,34 @@ impl Metrics {
         }
         let judged = verdict.findings.iter().any(|f| f.severity > Severity::Info);
         let label = if !verdict.response.allowed {
-            "denied"
+            ReviewVerdict::Denied
         } else if judged && mode == Mode::Audit {
-            "audited"
+            ReviewVerdict::Audited
         } else if judged {
-            "warned"
+            ReviewVerdict::Warned
         } else {
-            "allowed"
+            ReviewVerdict::Allowed
         };
-        self.reviews
-            .get_or_create(&ReviewLabels {
-                kind: verdict.kind.map_or("unknown", |k| k.as_str()),
-                operation: verdict.operation.as_str(),
-                verdict: label,
-                mode: mode.as_str(),
-            })
-            .inc();
+        let index = review_index(mode, verdict.kind, verdict.operation, label);
+        self.reviews.inc(index, || ReviewLabels {
+            kind: verdict.kind.map_or("unknown", |k| k.as_str()),
+            operation: verdict.operation.as_str(),
+            verdict: label.as_str(),
+            mode: mode.as_str(),
+        });
         self.review_seconds.observe(elapsed.as_secs_f64());
         for f in &verdict.findings {
             self.findings
-                .get_or_create(&FindingLabels {
+                .inc(finding_index(f.route, f.severity), || FindingLabels {
                     route: route_label(f.route),
                     severity: severity_label(f.severity),
-                })
-                .inc();
+                });
         }
     }
 
     pub fn observe_error(&self, mode: Mode) {
         self.reviews
+            .family
             .get_or_create(&ReviewLabels {
                 kind: "unknown",
                 operation: "unknown",
@@ -263,6 +301,7 @@ impl Metrics {
     /// A review denied at the deadline, without a judgement: counted as denied.
     pub fn observe_unjudged(&self, kind: &'static str, operation: &'static str, mode: Mode) {
         self.reviews
+            .family
             .get_or_create(&ReviewLabels {
                 kind,
                 operation,
@@ -277,17 +316,17 @@ impl Metrics {
     pub fn initialise(&self, mode: Mode) {
         for kind in RbacKind::ALL {
             for operation in [Operation::Create, Operation::Update] {
-                for verdict in ["allowed", "denied", "warned", "audited"] {
-                    let _ = self.reviews.get_or_create(&ReviewLabels {
+                for verdict in ReviewVerdict::ALL {
+                    let _ = self.reviews.family.get_or_create(&ReviewLabels {
                         kind: kind.as_str(),
                         operation: operation.as_str(),
-                        verdict,
+                        verdict: verdict.as_str(),
                         mode: mode.as_str(),
                     });
                 }
             }
         }
-        let _ = self.reviews.get_or_create(&ReviewLabels {
+        let _ = self.reviews.family.get_or_create(&ReviewLabels {
             kind: "unknown",
             operation: "unknown",
             verdict: "error",
@@ -296,7 +335,7 @@ impl Metrics {
         let routes = std::iter::once(Route::Secrets).chain(IndirectRoute::ALL.map(Route::Indirect));
         for route in routes {
             for severity in [Severity::Info, Severity::Warn, Severity::Deny] {
-                let _ = self.findings.get_or_create(&FindingLabels {
+                let _ = self.findings.family.get_or_create(&FindingLabels {
                     route: route_label(route),
                     severity: severity_label(severity),
                 });
@@ -345,6 +384,67 @@ pub fn cert_expiry(pem: &[u8]) -> Option<i64> {
 }
 
 pub type SharedMetrics = Arc<Metrics>;
+
+/// The `verdict` label of a judged review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReviewVerdict {
+    /// Admitted with no finding above info.
+    Allowed,
+    Denied,
+    /// Admitted with warnings.
+    Warned,
+    /// Admitted; would be denied in enforce mode.
+    Audited,
+}
+
+impl ReviewVerdict {
+    const ALL: [Self; VERDICTS] = [Self::Allowed, Self::Denied, Self::Warned, Self::Audited];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Warned => "warned",
+            Self::Audited => "audited",
+        }
+    }
+}
+
+/// The slot of a judged review's series in `Metrics::reviews`.
+fn review_index(
+    mode: Mode,
+    kind: Option<RbacKind>,
+    operation: Operation,
+    verdict: ReviewVerdict,
+) -> usize {
+    let mode = match mode {
+        Mode::Enforce => 0,
+        Mode::Warn => 1,
+        Mode::Audit => 2,
+    };
+    let kind = kind.map_or(KINDS - 1, |k| k as usize);
+    let operation = match operation {
+        Operation::Create => 0,
+        Operation::Update => 1,
+        Operation::Delete => 2,
+        Operation::Connect => 3,
+    };
+    ((mode * KINDS + kind) * OPERATIONS + operation) * VERDICTS + verdict as usize
+}
+
+/// The slot of a finding's series in `Metrics::findings`.
+fn finding_index(route: Route, severity: Severity) -> usize {
+    let route = match route {
+        Route::Secrets => 0,
+        Route::Indirect(r) => 1 + r as usize,
+    };
+    let severity = match severity {
+        Severity::Info => 0,
+        Severity::Warn => 1,
+        Severity::Deny => 2,
+    };
+    route * SEVERITIES + severity
+}
 
 fn severity_label(severity: Severity) -> &'static str {
     match severity {
@@ -419,5 +519,70 @@ impl Collector for ProcessCollector {
             c.encode(me)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_judged_series_has_its_own_slot() {
+        let mut seen = std::collections::HashSet::new();
+        let kinds = RbacKind::ALL.map(Some).into_iter().chain([None]);
+        for mode in [Mode::Enforce, Mode::Warn, Mode::Audit] {
+            for kind in kinds.clone() {
+                for op in [
+                    Operation::Create,
+                    Operation::Update,
+                    Operation::Delete,
+                    Operation::Connect,
+                ] {
+                    for verdict in ReviewVerdict::ALL {
+                        let i = review_index(mode, kind, op, verdict);
+                        assert!(i < REVIEW_SERIES && seen.insert(i), "{i}");
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let routes = std::iter::once(Route::Secrets).chain(IndirectRoute::ALL.map(Route::Indirect));
+        for route in routes {
+            for severity in [Severity::Info, Severity::Warn, Severity::Deny] {
+                let i = finding_index(route, severity);
+                assert!(i < ROUTES * SEVERITIES && seen.insert(i), "{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_indexed_series_counts_under_its_labels_and_only_there() {
+        let m = Metrics::new();
+        m.initialise(Mode::Warn);
+        let labels = |verdict: &'static str| ReviewLabels {
+            kind: "ClusterRole",
+            operation: "UPDATE",
+            verdict,
+            mode: "warn",
+        };
+        let index = review_index(
+            Mode::Warn,
+            Some(RbacKind::ClusterRole),
+            Operation::Update,
+            ReviewVerdict::Warned,
+        );
+        m.reviews.inc(index, || labels("warned"));
+        m.reviews.inc(index, || labels("warned"));
+        let text = m.encode();
+        let line = |verdict: &str| {
+            format!("secretscope_reviews_total{{kind=\"ClusterRole\",operation=\"UPDATE\",verdict=\"{verdict}\",mode=\"warn\"}}")
+        };
+        assert!(text.contains(&format!("{} 2\n", line("warned"))), "{text}");
+        assert!(text.contains(&format!("{} 0\n", line("denied"))), "{text}");
+        // A slot past the index still counts, through the family.
+        m.reviews.inc(usize::MAX, || labels("allowed"));
+        assert!(m.encode().contains(&format!("{} 1\n", line("allowed"))));
+        // No series of another mode appears.
+        assert!(!text.contains("mode=\"enforce\""), "{text}");
     }
 }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod metrics;
 pub mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -279,16 +280,16 @@ impl Routes {
         }
     }
 
-    async fn serve(&self, endpoint: Endpoint, req: Request<Incoming>) -> Response {
+    async fn serve(&self, endpoint: Endpoint, body: Incoming) -> Response {
         match endpoint {
             Endpoint::Healthz => "ok".into_response(),
             Endpoint::Readyz => readyz(&self.app),
             // The body's share of the budget is held until its answer is ready.
-            Endpoint::Validate => match self.app.bodies.read(req.into_body()).await {
+            Endpoint::Validate => match self.app.bodies.read(body).await {
                 Ok(held) => validate(&self.app, held.bytes.clone()).await,
                 Err(refused) => refused.into_response(),
             },
-            Endpoint::Mutate => match self.app.bodies.read(req.into_body()).await {
+            Endpoint::Mutate => match self.app.bodies.read(body).await {
                 Ok(held) => mutate(&self.app, held.bytes.clone()).await,
                 Err(refused) => refused.into_response(),
             },
@@ -297,21 +298,31 @@ impl Routes {
 }
 
 impl conn::Handler for Routes {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response {
-        let Some(endpoint) = Endpoint::of(req.uri().path()) else {
-            return (StatusCode::NOT_FOUND, "not found\n").into_response();
-        };
-        if !endpoint.allows(req.method()) {
-            return (
-                StatusCode::METHOD_NOT_ALLOWED,
-                [(header::ALLOW, endpoint.allow())],
-                "method not allowed\n",
-            )
-                .into_response();
+    // Not an `async fn`: that would keep the request's head (~260 bytes) in every review's
+    // future for as long as it runs (README "Performance"); only the body is carried on.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let endpoint = Endpoint::of(req.uri().path());
+        let allowed = endpoint.is_some_and(|e| e.allows(req.method()));
+        let body = req.into_body();
+        async move {
+            let Some(endpoint) = endpoint else {
+                return (StatusCode::NOT_FOUND, "not found\n").into_response();
+            };
+            if !allowed {
+                return (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    [(header::ALLOW, endpoint.allow())],
+                    "method not allowed\n",
+                )
+                    .into_response();
+            }
+            tokio::time::timeout(self.request_timeout, self.serve(endpoint, body))
+                .await
+                .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response())
         }
-        tokio::time::timeout(self.request_timeout, self.serve(endpoint, req))
-            .await
-            .unwrap_or_else(|_| StatusCode::REQUEST_TIMEOUT.into_response())
     }
 }
 
@@ -395,18 +406,51 @@ const QUICK_MAX_BODY: usize = 64 * 1024;
 /// binding whose ClusterRole the cache lacks, and a Secrets ClusterRole the cache shows unbound.
 /// Anything that cannot be confirmed is denied (fail closed).
 async fn review(app: &Arc<App>, body: Bytes) -> Result<Verdict, Unjudged> {
-    let quick = if body.len() <= QUICK_MAX_BODY {
-        app.validator.review_quick(&body)?
-    } else {
-        None
+    // In a block, so the verdict's storage ends before the await and stays out of the future.
+    let slowly = {
+        let quick = if body.len() <= QUICK_MAX_BODY {
+            app.validator.review_quick(&body)?
+        } else {
+            None
+        };
+        match quick {
+            // The common case: judged on the worker, nothing to confirm, no await.
+            Some(verdict) if !verdict.needs_live_confirmation() => return Ok(verdict),
+            // Boxed: the pool's and the live lookups' futures are large, and inline they would
+            // be part of every review's future, which hyper boxes and moves per request and 64
+            // concurrent streams keep out of the cache (README "Performance").
+            quick => Box::pin(review_slowly(app, body, quick)),
+        }
     };
-    let mut verdict = match quick {
+    slowly.await
+}
+
+/// `review` for what the worker could not settle: judged on the pool (`quick` is `None`), then
+/// confirmed live where it must be.
+async fn review_slowly(
+    app: &Arc<App>,
+    body: Bytes,
+    quick: Option<Verdict>,
+) -> Result<Verdict, Unjudged> {
+    let verdict = match quick {
         Some(v) => v,
         None => {
             let b = body.clone();
             judge(app, move |app| app.validator.review(&b)).await??
         }
     };
+    if !verdict.needs_live_confirmation() {
+        return Ok(verdict);
+    }
+    confirm_live(app, body, verdict).await
+}
+
+/// Confirms against the API server what the cache may not show yet (see `review`).
+async fn confirm_live(
+    app: &Arc<App>,
+    body: Bytes,
+    mut verdict: Verdict,
+) -> Result<Verdict, Unjudged> {
     if let Some(role) = verdict.missing_role.clone() {
         if let Some(lookup) = app.state.fetch_cluster_role(&role) {
             match lookup.await {
