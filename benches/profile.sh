@@ -31,14 +31,15 @@ for p in ../shared/corpus/rbac examples/state; do [ -e "$p" ] && state+=(--state
 if [ -n "${CEILING:-}" ]; then
   load=${LOAD:-$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)}
   tag=$CEILING-body$idx-$proto
-  cmd=(env SECRETSCOPE_LOAD_CEILING="$CEILING" CERT="$tmp/tls.crt" KEY="$tmp/tls.key" "$load")
+  export SECRETSCOPE_LOAD_CEILING="$CEILING" CERT="$tmp/tls.crt" KEY="$tmp/tls.key"
+  cmd=("$load")
 else
   tag=$(basename "$bin")-body$idx-$proto
   cmd=("$bin" serve --standalone "${state[@]}" --listen 127.0.0.1:0 --log-format json
     --tls-cert "$tmp/tls.crt" --tls-key "$tmp/tls.key")
 fi
 # shellcheck disable=SC2086 # VALGRIND_ARGS is a list of options
-valgrind --tool=callgrind ${VALGRIND_ARGS:-} --trace-children=yes --callgrind-out-file="$out/$tag.%p" \
+valgrind --tool=callgrind ${VALGRIND_ARGS:-} --callgrind-out-file="$out/$tag.%p" \
   "${cmd[@]}" 2>"$tmp/log" &
 vg=$!
 for _ in $(seq 1 600); do
